@@ -1,0 +1,10 @@
+"""optuna-bocr: BOCR (Bayesian Optimization with Clustering and Rollback) on Optuna."""
+
+from __future__ import annotations
+
+from optuna_bocr._features import ParameterFeatures
+from optuna_bocr._keys import ACTUAL_PARAMS_KEY
+
+
+__all__ = ["ACTUAL_PARAMS_KEY", "ParameterFeatures"]
+__version__ = "0.1.0"

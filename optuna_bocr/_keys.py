@@ -1,0 +1,51 @@
+"""Names of the trial attributes that the sampler and the pruning objective share.
+
+These are the whole seam between :class:`~optuna_bocr.BOCRSampler` and
+:mod:`optuna_bocr.pruning`: the objective records what it really evaluated under these
+user-attr keys, the sampler reads them back from storage, and optuna-dashboard shows them.
+Every key is defined here and nowhere else.
+"""
+
+from __future__ import annotations
+
+# -- Written by the objective (user attrs) ---------------------------------------------------
+
+ACTUAL_PARAMS_KEY = "actual_params"
+"""User attr: ``dict[str, float]`` of the per-parameter values that were really evaluated.
+
+The pruning objective clips the proposed ratios to meet the FLOPs budget; the clipped
+(actual) ratios are stored here. :class:`~optuna_bocr.BOCRSampler` maps every trial into its
+current search space from these values when present, and from ``trial.params`` otherwise.
+Any objective may write it.
+"""
+
+FLOPS_RATIO_KEY = "flops_ratio"
+"""User attr: FLOPs (multiply-accumulates) of the pruned model / FLOPs of the original."""
+
+PARAMS_RATIO_KEY = "params_ratio"
+"""User attr: parameter count of the pruned model / parameter count of the original."""
+
+TOP1_KEY = "top1"
+"""User attr: top-1 accuracy (%) on the validation split."""
+
+TOP5_KEY = "top5"
+"""User attr: top-5 accuracy (%) on the validation split (only with >= 10 classes)."""
+
+EVAL_SECONDS_KEY = "eval_seconds"
+"""User attr: wall-clock seconds spent pruning and evaluating the trial."""
+
+# -- Written by the sampler (user attrs, for people and the dashboard) ------------------------
+
+STAGE_KEY = "bocr:stage"
+"""User attr: index of the BOCR stage (0 = first clustering, last = one value per parameter)."""
+
+N_CLUSTERS_KEY = "bocr:n_clusters"
+"""User attr: number of search variables (clusters) in the trial's stage."""
+
+CLUSTER_VALUES_KEY = "bocr:cluster_values"
+"""User attr: ``list[float]``, the value proposed for each cluster of the trial's stage."""
+
+# -- Written by the sampler (system attrs, for the sampler itself) ----------------------------
+
+SYSTEM_ATTR_PREFIX = "bocr:"
+"""Prefix of every system attr that :class:`~optuna_bocr.BOCRSampler` writes."""
