@@ -1,0 +1,418 @@
+"""Shared harness of the benchmarks: samplers, timing, bookkeeping, tables and plots.
+
+Used by ``benchmarks/synthetic.py`` and ``benchmarks/pruning.py``. Nothing here knows about
+a particular objective: a *run* is one (task, method, seed) study, recorded as a JSON file
+with one entry per trial (value, time spent in the sampler, time spent in the objective).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+import json
+import math
+import os
+from pathlib import Path
+import time
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.distributions import FloatDistribution
+from optuna.samplers import BaseSampler
+from optuna.study import Study
+from optuna.trial import FrozenTrial
+from optuna.trial import TrialState
+
+from optuna_bocr._keys import N_CLUSTERS_KEY
+from optuna_bocr._keys import STAGE_KEY
+
+SAMPLER_SECONDS_ATTR = "bench:sampler_seconds"
+"""User attr written by :class:`TimedSampler`: seconds spent in the sampler for the trial."""
+
+OBJECTIVE_SECONDS_ATTR = "bench:objective_seconds"
+"""User attr written by the benchmark objectives: seconds spent evaluating the trial."""
+
+BOCR_METHODS = ("bocr-clusters", "bocr-direct", "bocr-gradual")
+OPTUNA_METHODS = ("gp", "tpe", "cmaes", "random")
+ALL_METHODS = BOCR_METHODS + OPTUNA_METHODS
+
+METHOD_LABELS = {
+    "bocr-clusters": "BOCR clusters only",
+    "bocr-direct": "BOCR direct rollback",
+    "bocr-gradual": "BOCR gradual rollback",
+    "gp": "GPSampler",
+    "tpe": "TPESampler",
+    "cmaes": "CmaEsSampler",
+    "random": "RandomSampler",
+}
+
+
+# -- Samplers --------------------------------------------------------------------------------
+
+
+def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
+    """Rollback settings of a BOCR variant, scaled to the trial budget.
+
+    The original BOCR runs use 200 evaluations: direct rollback at evaluation 100 (or from 80
+    on after 20 evaluations without a new best); gradual rollback to the bridge clustering at
+    100 and to one variable per parameter at 150 (stagnation from 80 and 130). Every number is
+    scaled by ``n_trials / 200`` (rounded), so at 200 trials the original schedule is used and
+    at 150 trials: direct at 75 (patience 15 from 60), gradual at 75 and 112 (patience 15 from
+    60 and 98).
+
+    Args:
+        n_trials: Trial budget of the run.
+        method: ``"bocr-clusters"``, ``"bocr-direct"`` or ``"bocr-gradual"``.
+
+    Returns:
+        Keyword arguments ``rollback_at``, ``patience`` and ``patience_from`` for BOCRSampler.
+    """
+    scale = n_trials / 200.0
+
+    def s(x: int) -> int:
+        return max(1, int(round(x * scale)))
+
+    if method == "bocr-clusters":
+        return {"rollback_at": None, "patience": None, "patience_from": None}
+    if method == "bocr-direct":
+        return {"rollback_at": (s(100),), "patience": s(20), "patience_from": (s(80),)}
+    if method == "bocr-gradual":
+        first, second = s(100), max(s(150), s(100) + 1)  # stay strictly increasing
+        return {
+            "rollback_at": (first, second),
+            "patience": s(20),
+            "patience_from": (min(s(80), first), min(max(s(130), s(80) + 1), second)),
+        }
+    raise ValueError(f"not a BOCR method: {method!r}")
+
+
+def make_sampler(
+    method: str,
+    *,
+    seed: int,
+    search_space: Mapping[str, FloatDistribution],
+    features: Any = None,
+    n_trials: int,
+    n_clusters: int = 3,
+    bridge_clusters: int = 9,
+    distance: str | None = None,
+) -> tuple[BaseSampler, dict[str, Any]]:
+    """Build the sampler of a method with the given seed.
+
+    Args:
+        method: One of :data:`ALL_METHODS`.
+        seed: Seed of the sampler; every method gets the same seeds.
+        search_space: Float distributions of the parameters (needed by BOCR).
+        features: Per-parameter features for BOCR (``ParameterFeatures`` or mapping).
+        n_trials: Trial budget (scales the rollback schedule).
+        n_clusters: Clusters of BOCR's first stage.
+        bridge_clusters: Clusters of the bridge stage of gradual rollback.
+        distance: BOCR's distance (``"eu"``, ``"js"``, ``"st"``) or None for its default.
+
+    Returns:
+        The sampler and a JSON-serialisable dict of its settings (for the run record).
+    """
+    if method in BOCR_METHODS:
+        from optuna_bocr import BOCRSampler  # lazy: written concurrently
+
+        kwargs: dict[str, Any] = dict(rollback_schedule(n_trials, method))
+        kwargs["bridge_clusters"] = bridge_clusters if method == "bocr-gradual" else None
+        kwargs.update(n_clusters=n_clusters, distance=distance, seed=seed)
+        sampler = BOCRSampler(dict(search_space), features=features, **kwargs)
+        return sampler, {"class": "BOCRSampler", **kwargs}
+    if method == "gp":
+        return optuna.samplers.GPSampler(seed=seed), {"class": "GPSampler", "seed": seed}
+    if method == "tpe":
+        return optuna.samplers.TPESampler(seed=seed), {"class": "TPESampler", "seed": seed}
+    if method == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed), {"class": "CmaEsSampler", "seed": seed}
+    if method == "random":
+        return optuna.samplers.RandomSampler(seed=seed), {"class": "RandomSampler", "seed": seed}
+    raise ValueError(f"unknown method {method!r}; choose from {', '.join(ALL_METHODS)}")
+
+
+class TimedSampler(BaseSampler):
+    """Wraps a sampler and measures the time spent in it, per trial.
+
+    Time in ``before_trial``, ``infer_relative_search_space``, ``sample_relative``,
+    ``sample_independent`` and ``after_trial`` is summed per trial and written as the user attr
+    :data:`SAMPLER_SECONDS_ATTR` when the trial is told (so it survives in RDB storage and a
+    resumed study keeps the times of earlier trials).
+    """
+
+    def __init__(self, inner: BaseSampler) -> None:
+        self.inner = inner
+        self._seconds: dict[int, float] = {}
+
+    def _add(self, number: int, seconds: float) -> None:
+        self._seconds[number] = self._seconds.get(number, 0.0) + seconds
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:  # noqa: D102
+        t0 = time.perf_counter()
+        self.inner.before_trial(study, trial)
+        self._add(trial.number, time.perf_counter() - t0)
+
+    def infer_relative_search_space(  # noqa: D102
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        t0 = time.perf_counter()
+        out = self.inner.infer_relative_search_space(study, trial)
+        self._add(trial.number, time.perf_counter() - t0)
+        return out
+
+    def sample_relative(  # noqa: D102
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        out = self.inner.sample_relative(study, trial, search_space)
+        self._add(trial.number, time.perf_counter() - t0)
+        return out
+
+    def sample_independent(  # noqa: D102
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        t0 = time.perf_counter()
+        out = self.inner.sample_independent(study, trial, param_name, param_distribution)
+        self._add(trial.number, time.perf_counter() - t0)
+        return out
+
+    def after_trial(  # noqa: D102
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        t0 = time.perf_counter()
+        self.inner.after_trial(study, trial, state, values)
+        total = self._seconds.pop(trial.number, 0.0) + time.perf_counter() - t0
+        study._storage.set_trial_user_attr(trial._trial_id, SAMPLER_SECONDS_ATTR, float(total))
+
+    def reseed_rng(self) -> None:  # noqa: D102
+        self.inner.reseed_rng()
+
+
+# -- Runs ------------------------------------------------------------------------------------
+
+
+def run_path(out: Path, task: str, method: str, seed: int) -> Path:
+    """Path of the JSON record of one (task, method, seed) run."""
+    return out / "runs" / f"{task}__{method}__seed{seed}.json"
+
+
+def parse_list(text: str, choices: Sequence[str] | None = None) -> list[str]:
+    """Split a comma-separated CLI list (``"all"`` = every choice) and check the items."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if choices is not None:
+        if items == ["all"]:
+            return list(choices)
+        bad = [x for x in items if x not in choices]
+        if bad:
+            raise SystemExit(f"unknown value(s) {bad}; choose from {', '.join(choices)}")
+    return items
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"5"`` -> seeds 0..4; ``"0,3,7"`` -> those seeds; ``"2-4"`` -> 2, 3, 4."""
+    text = text.strip()
+    if "," in text:
+        return [int(x) for x in text.split(",") if x.strip()]
+    if "-" in text:
+        lo, hi = (int(x) for x in text.split("-"))
+        return list(range(lo, hi + 1))
+    return list(range(int(text)))
+
+
+def trial_records(study: Study) -> list[dict[str, Any]]:
+    """Per-trial records of a study.
+
+    Each record: number, state, value, sampler and objective seconds, trial wall time, and the
+    BOCR stage and number of clusters (None for other samplers).
+    """
+    records = []
+    for t in study.get_trials(deepcopy=False):
+        wall = None
+        if t.datetime_start is not None and t.datetime_complete is not None:
+            wall = (t.datetime_complete - t.datetime_start).total_seconds()
+        records.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": None if t.value is None else float(t.value),
+                "sampler_seconds": t.user_attrs.get(SAMPLER_SECONDS_ATTR),
+                "objective_seconds": t.user_attrs.get(OBJECTIVE_SECONDS_ATTR),
+                "wall_seconds": wall,
+                "stage": t.user_attrs.get(STAGE_KEY),
+                "n_clusters": t.user_attrs.get(N_CLUSTERS_KEY),
+            }
+        )
+    return records
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (write to a temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def load_runs(out: Path) -> list[dict[str, Any]]:
+    """Load every run record under ``out/runs``."""
+    runs = []
+    for p in sorted((out / "runs").glob("*.json")):
+        runs.append(json.loads(p.read_text()))
+    return runs
+
+
+def best_so_far(values: Iterable[float | None], maximize: bool = True) -> np.ndarray:
+    """Best-so-far curve over trials (failed trials, ``None``, repeat the previous best)."""
+    out = []
+    best = -math.inf if maximize else math.inf
+    for v in values:
+        if v is not None and math.isfinite(v):
+            best = max(best, v) if maximize else min(best, v)
+        out.append(best)
+    return np.asarray(out, dtype=float)
+
+
+def first_reaching(curve: np.ndarray, threshold: float, maximize: bool = True) -> int | None:
+    """1-based trial count at which a best-so-far curve first reaches ``threshold``."""
+    hit = curve >= threshold if maximize else curve <= threshold
+    idx = np.flatnonzero(hit)
+    return int(idx[0]) + 1 if idx.size else None
+
+
+def median_count(counts: Sequence[int | None], n_trials: int) -> str:
+    """Median of trial counts where ``None`` (never reached) counts as infinity."""
+    vals = sorted(math.inf if c is None else c for c in counts)
+    if not vals:
+        return "-"
+    med = float(np.median(vals)) if all(math.isfinite(v) for v in vals) else None
+    if med is None:
+        k = len(vals)
+        lo, hi = vals[(k - 1) // 2], vals[k // 2]
+        if math.isinf(lo) or math.isinf(hi):
+            return f">{n_trials}"
+        med = (lo + hi) / 2
+    n_miss = sum(math.isinf(v) for v in vals)
+    miss = f" ({n_miss}/{len(vals)} never)" if n_miss else ""
+    return f"{med:g}{miss}"
+
+
+def fmt_seconds(x: float | None) -> str:
+    """Short human-readable duration."""
+    if x is None or not math.isfinite(x):
+        return "-"
+    if x < 1e-3:
+        return f"{x * 1e6:.0f} us"
+    if x < 1:
+        return f"{x * 1e3:.1f} ms"
+    if x < 120:
+        return f"{x:.1f} s"
+    if x < 7200:
+        return f"{x / 60:.1f} min"
+    return f"{x / 3600:.2f} h"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot_curves(
+    curves: Mapping[str, Mapping[str, np.ndarray]],
+    path: Path,
+    *,
+    ylabel: str,
+    logy: bool = False,
+    titles: Mapping[str, str] | None = None,
+) -> None:
+    """Plot best-so-far curves: median over seeds with the inter-quartile band.
+
+    Args:
+        curves: task -> method -> array (n_seeds, n_trials) of best-so-far values.
+        path: PNG file to write.
+        ylabel: Label of the y axis.
+        logy: Log scale on the y axis (for regret).
+        titles: Optional task -> subplot title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(curves)
+    ncol = min(2, len(tasks)) or 1
+    nrow = math.ceil(len(tasks) / ncol) or 1
+    fig, axes = plt.subplots(nrow, ncol, figsize=(6.5 * ncol, 4.2 * nrow), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    method_order = [m for m in ALL_METHODS]
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        for method, arr in curves[task].items():
+            arr = np.asarray(arr, dtype=float)
+            x = np.arange(1, arr.shape[1] + 1)
+            med = np.median(arr, axis=0)
+            lo, hi = np.percentile(arr, [25, 75], axis=0)
+            ci = method_order.index(method) if method in method_order else len(method_order)
+            style = "-" if method.startswith("bocr") else "--"
+            label = f"{METHOD_LABELS.get(method, method)} (n={arr.shape[0]})"
+            ax.plot(x, med, style, color=colors(ci % 10), label=label, lw=1.6)
+            if arr.shape[0] > 1:
+                ax.fill_between(x, lo, hi, color=colors(ci % 10), alpha=0.12, lw=0)
+        ax.set_title((titles or {}).get(task, task))
+        ax.set_xlabel("trials")
+        ax.set_ylabel(ylabel)
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(tasks) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], n_jobs: int) -> None:
+    """Run ``fn(*job)`` for every job, in ``n_jobs`` spawned processes (1 = in this process).
+
+    A failing job is reported and does not stop the others.
+    """
+    if n_jobs <= 1:
+        for job in jobs:
+            fn(*job)
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
+        futures = {pool.submit(fn, *job): job for job in jobs}
+        for fut in concurrent.futures.as_completed(futures):
+            exc = fut.exception()
+            if exc is not None:
+                print(f"job {futures[fut]} failed: {exc!r}", flush=True)
+
+
+def limit_threads(n: int) -> None:
+    """Limit torch (and BLAS through env vars for child processes) to ``n`` threads."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(n))
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:  # pragma: no cover
+        pass
