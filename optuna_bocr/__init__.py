@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from optuna_bocr._features import ParameterFeatures
 from optuna_bocr._keys import ACTUAL_PARAMS_KEY
+from optuna_bocr._sampler import BOCRSampler
 
-
-__all__ = ["ACTUAL_PARAMS_KEY", "ParameterFeatures"]
+__all__ = ["ACTUAL_PARAMS_KEY", "BOCRSampler", "ParameterFeatures"]
 __version__ = "0.1.0"

@@ -1,0 +1,530 @@
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState
+import pytest
+
+from optuna_bocr import _keys
+from optuna_bocr import ACTUAL_PARAMS_KEY
+from optuna_bocr import BOCRSampler
+from optuna_bocr import ParameterFeatures
+from optuna_bocr._sampler import PROPOSAL_ATTR
+from optuna_bocr._sampler import STAGE_OPEN_ATTR
+from optuna_bocr._schedule import ROLLBACK_MARGIN
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+NAMES = [f"p{i}" for i in range(6)]
+SPACE = {n: FloatDistribution(0.1, 1.0) for n in NAMES}
+# Two planted groups: p0-p2 and p3-p5.
+VECTORS = np.array([[1.0, 10.0], [1.1, 11.0], [0.9, 9.0], [5.0, 1.0], [5.2, 1.1], [4.9, 0.9]])
+TARGET = np.array([0.3, 0.35, 0.4, 0.8, 0.85, 0.9])
+
+
+def _sampler(**kw: Any) -> BOCRSampler:
+    args: dict[str, Any] = dict(features=VECTORS, n_clusters=2, seed=0)
+    args.update(kw)
+    return BOCRSampler(SPACE, **args)
+
+
+def _objective(trial: optuna.Trial) -> float:
+    x = np.array([trial.suggest_float(n, 0.1, 1.0) for n in NAMES])
+    return -float(np.sum((x - TARGET) ** 2))
+
+
+def _study(tmp_path: Path, sampler: BOCRSampler, name: str = "s") -> optuna.Study:
+    return optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        study_name=name,
+        direction="maximize",
+        sampler=sampler,
+        load_if_exists=True,
+    )
+
+
+def _stages(study: optuna.Study) -> list[int]:
+    return [t.user_attrs[_keys.STAGE_KEY] for t in study.trials]
+
+
+# -- Construction -----------------------------------------------------------------------------
+
+
+def test_features_forms_give_the_planted_clusters() -> None:
+    expected = [["p0", "p1", "p2"], ["p3", "p4", "p5"]]
+    assert _sampler().clusters(0) == expected
+    mapping = {n: VECTORS[i] for i, n in reversed(list(enumerate(NAMES)))}
+    assert _sampler(features=mapping).clusters(0) == expected
+    rng = np.random.default_rng(0)
+    samples = {n: rng.normal(0.0, 1.0 if i < 3 else 5.0, 300) for i, n in enumerate(NAMES)}
+    for distance in ("eu", "js", None):
+        s = _sampler(features=ParameterFeatures(samples=samples), distance=distance)
+        assert s.clusters(0) == expected
+    s = _sampler(bridge_clusters=4, rollback_at=(10, 20))
+    assert s.n_stages == 3 and s.stage_sizes == [2, 4, 6]
+    assert s.clusters(2) == [[n] for n in NAMES]
+    for fine in s.clusters(1):  # Every stage cuts the same tree.
+        assert any(set(fine) <= set(c) for c in s.clusters(0))
+    with pytest.raises(ValueError, match="stage"):
+        s.clusters(3)
+
+
+_VEC_MAP = {n: VECTORS[i] for i, n in enumerate(NAMES)}
+_RAGGED = {n: [1.0] * (1 + (i == 0)) for i, n in enumerate(NAMES)}
+_SAMPLES = {n: np.array([1.0, 2.0]) for n in NAMES}
+_EMPTY = {n: np.zeros(0) for n in NAMES}
+
+
+@pytest.mark.parametrize(
+    "kw, exc, match",
+    [
+        (dict(search_space={}), ValueError, "empty"),
+        (dict(search_space={"a": IntDistribution(0, 3)}), TypeError, "FloatDistribution"),
+        (dict(search_space={"a": FloatDistribution(1e-3, 1.0, log=True)}), ValueError, "log"),
+        (dict(search_space={"a": FloatDistribution(0.0, 1.0, step=0.1)}), ValueError, "step"),
+        (dict(search_space=[FloatDistribution(0, 1)]), TypeError, "mapping"),
+        (dict(features=VECTORS[:5]), ValueError, "5 rows"),
+        (dict(features=VECTORS[0]), ValueError, "2-D"),
+        (dict(features={n: VECTORS[i] for i, n in enumerate(NAMES[:5])}), ValueError, "p5"),
+        (dict(features={**_VEC_MAP, "zz": [1, 2]}), ValueError, "zz"),
+        (dict(features=np.vstack([VECTORS[:5], [np.nan, 1]])), ValueError, "finite"),
+        (dict(features=_RAGGED), ValueError, "same length"),
+        (dict(features=ParameterFeatures(vectors=_VEC_MAP), distance="eu"), ValueError, "samples"),
+        (dict(features=ParameterFeatures(samples=_SAMPLES), distance="st"), ValueError, "vectors"),
+        (dict(features=ParameterFeatures(samples=_EMPTY)), ValueError, "non-empty"),
+        (dict(distance="cosine"), ValueError, "distance"),
+        (dict(n_clusters=0), ValueError, "n_clusters"),
+        (dict(n_clusters=7), ValueError, r"\[1, 6\]"),
+        (dict(top_k=0), ValueError, "top_k"),
+        (dict(n_startup_trials=-1), ValueError, "n_startup_trials"),
+        (dict(bridge_clusters=[3, 4]), ValueError, "rollback_at"),
+    ],
+)
+def test_constructor_errors(kw: dict[str, Any], exc: type, match: str) -> None:
+    args: dict[str, Any] = dict(search_space=SPACE, features=VECTORS, n_clusters=2)
+    args.update(kw)
+    if len(args["search_space"]) == 1:
+        args["features"] = [[1.0]]
+        args["n_clusters"] = 1
+    with pytest.raises(exc, match=match):
+        BOCRSampler(args.pop("search_space"), **args)
+
+
+# -- Trials, attrs, startup --------------------------------------------------------------------
+
+
+def test_every_trial_is_relative_and_records_attrs(tmp_path: Path) -> None:
+    sampler = _sampler(n_startup_trials=4, rollback_at=None)
+    study = _study(tmp_path, sampler)
+    study.optimize(_objective, n_trials=6)
+    assert sampler.infer_relative_search_space(study, study.trials[0]) == SPACE
+    groups = sampler.clusters(0)
+    for t in study.trials:
+        assert t.state == TrialState.COMPLETE
+        assert t.params == dict(zip(NAMES, t.system_attrs[PROPOSAL_ATTR], strict=True))
+        assert t.user_attrs[_keys.STAGE_KEY] == 0
+        assert t.user_attrs[_keys.N_CLUSTERS_KEY] == 2
+        cv = t.user_attrs[_keys.CLUSTER_VALUES_KEY]
+        assert isinstance(cv, list) and len(cv) == 2
+        for c, members in enumerate(groups):
+            for name in members:
+                assert t.params[name] == pytest.approx(cv[c])
+    # The Sobol design: distinct points, the same for the same seed.
+    first = [tuple(t.params.values()) for t in study.trials[:4]]
+    assert len(set(first)) == 4
+    other = _study(tmp_path, _sampler(n_startup_trials=4, rollback_at=None), name="other")
+    other.optimize(_objective, n_trials=4)
+    assert [tuple(t.params.values()) for t in other.trials] == first
+
+
+def test_gp_phase_improves_on_startup(tmp_path: Path) -> None:
+    study = _study(tmp_path, _sampler(n_startup_trials=5, rollback_at=None))
+    study.optimize(_objective, n_trials=14)
+    startup_best = max(float(t.values[0]) for t in study.trials[:5])
+    assert study.best_value > startup_best
+    # Clustered optimum of the planted problem: each group at its target mean.
+    assert study.best_value > -0.08
+
+
+def test_minimize_direction(tmp_path: Path) -> None:
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'm.db'}",
+        sampler=_sampler(n_startup_trials=5, rollback_at=None),
+    )
+    study.optimize(lambda t: -_objective(t), n_trials=12)
+    assert study.best_value < min(float(t.values[0]) for t in study.trials[:5])
+
+
+# -- Stages ---------------------------------------------------------------------------------------
+
+
+def test_direct_rollback_at_trial_count(tmp_path: Path) -> None:
+    sampler = _sampler(rollback_at=(7,), patience=None, n_startup_trials=100)
+    study = _study(tmp_path, sampler)
+    study.optimize(_objective, n_trials=10)
+    assert _stages(study) == [0] * 7 + [1] * 3
+    assert [t.user_attrs[_keys.N_CLUSTERS_KEY] for t in study.trials] == [2] * 7 + [6] * 3
+    assert [STAGE_OPEN_ATTR in t.system_attrs for t in study.trials] == [False] * 7 + [True] + [
+        False
+    ] * 2
+
+
+def test_gradual_rollback_at_trial_counts(tmp_path: Path) -> None:
+    sampler = _sampler(bridge_clusters=4, rollback_at=(4, 8), patience=None, n_startup_trials=3)
+    study = _study(tmp_path, sampler)
+    study.optimize(_objective, n_trials=10)
+    assert _stages(study) == [0] * 4 + [1] * 4 + [2] * 2
+    sizes = [t.user_attrs[_keys.N_CLUSTERS_KEY] for t in study.trials]
+    assert sizes == [2] * 4 + [4] * 4 + [6] * 2
+
+
+def test_rollback_on_stagnation(tmp_path: Path) -> None:
+    # The objective gets worse with every trial: the best stays trial 0.
+    sampler = _sampler(
+        bridge_clusters=4,
+        rollback_at=(50, 60),
+        patience=3,
+        patience_from=(6, 8),
+        n_startup_trials=100,
+    )
+    study = _study(tmp_path, sampler)
+    study.optimize(lambda t: _objective(t) * 0 - t.number, n_trials=12)
+    # Stage 1 from trial 6 (>= patience_from[0], 5 trials since the best); stage 2 once 3
+    # trials of stage 1 brought nothing new: trial 9.
+    assert _stages(study) == [0] * 6 + [1] * 3 + [2] * 3
+
+
+def test_direct_rollback_on_stagnation(tmp_path: Path) -> None:
+    sampler = _sampler(rollback_at=(50,), patience=4, patience_from=(3,), n_startup_trials=100)
+    study = _study(tmp_path, sampler)
+    # Improves until trial 2, then stagnates: 4 trials (3-6) without a new best -> trial 7.
+    study.optimize(lambda t: _objective(t) * 0 - abs(t.number - 2), n_trials=10)
+    assert _stages(study) == [0] * 7 + [1] * 3
+
+
+def test_cluster_only_never_rolls_back(tmp_path: Path) -> None:
+    sampler = _sampler(rollback_at=None, n_startup_trials=100)
+    assert sampler.n_stages == 1
+    study = _study(tmp_path, sampler)
+    study.optimize(lambda t: _objective(t) * 0 - t.number, n_trials=8)
+    assert _stages(study) == [0] * 8
+
+
+def test_bounds_narrow_from_top_k_actual_values(tmp_path: Path) -> None:
+    """Bounds of a new stage come from the cluster means of the *actual* values."""
+    top_k = 3
+
+    def objective(trial: optuna.Trial) -> float:
+        x = np.array([trial.suggest_float(n, 0.1, 1.0) for n in NAMES])
+        actual = np.maximum(0.1, x * 0.5)  # What a budget clipping would do.
+        trial.set_user_attr(ACTUAL_PARAMS_KEY, dict(zip(NAMES, actual.tolist(), strict=True)))
+        return -float(np.sum((actual - 0.3) ** 2))
+
+    sampler = _sampler(
+        bridge_clusters=4, rollback_at=(8, 12), patience=None, top_k=top_k, n_startup_trials=5
+    )
+    study = _study(tmp_path, sampler)
+    study.optimize(objective, n_trials=15)
+    trials = study.trials
+    for stage, opener in ((1, 8), (2, 12)):
+        rec = trials[opener].system_attrs[STAGE_OPEN_ATTR]
+        assert rec["stage"] == stage
+        before = sorted(trials[:opener], key=lambda t: -t.value)[:top_k]  # type: ignore[operator]
+        groups = sampler.clusters(stage)
+        means = np.array(
+            [
+                [np.mean([t.user_attrs[ACTUAL_PARAMS_KEY][n] for n in g]) for g in groups]
+                for t in before
+            ]
+        )
+        margin = ROLLBACK_MARGIN * 0.9
+        np.testing.assert_allclose(rec["lower"], np.clip(means.min(0) - margin, 0.1, 1.0))
+        np.testing.assert_allclose(rec["upper"], np.clip(means.max(0) + margin, 0.1, 1.0))
+        width = np.array(rec["upper"]) - np.array(rec["lower"])
+        assert np.all(width < 0.9) and np.all(width > 0)
+        end = 12 if stage == 1 else len(trials)
+        for t in trials[opener:end]:  # Later trials stay inside the new bounds.
+            cv = np.array(t.user_attrs[_keys.CLUSTER_VALUES_KEY])
+            assert np.all(cv >= np.array(rec["lower"]) - 1e-12)
+            assert np.all(cv <= np.array(rec["upper"]) + 1e-12)
+
+
+def test_observation_mapping_on_rollback(tmp_path: Path) -> None:
+    sampler = _sampler(bridge_clusters=4, rollback_at=(4, 8), patience=None, n_startup_trials=2)
+    study = _study(tmp_path, sampler)
+    actual = {n: 0.1 + 0.1 * i for i, n in enumerate(NAMES)}
+
+    def objective(trial: optuna.Trial) -> float:
+        for n in NAMES:
+            trial.suggest_float(n, 0.1, 1.0)
+        if trial.number == 0:
+            trial.set_user_attr(ACTUAL_PARAMS_KEY, actual)
+        return 1.0 - trial.number
+
+    study.optimize(objective, n_trials=3)
+    # A PRUNED trial counts at its last intermediate value, a FAIL trial not at all.
+    pruned = study.ask()
+    pruned.report(5.0, step=0)
+    pruned.report(7.0, step=3)
+    for n in NAMES:
+        pruned.suggest_float(n, 0.1, 1.0)
+    study.tell(pruned, state=TrialState.PRUNED)
+    failed = study.ask()
+    for n in NAMES:
+        failed.suggest_float(n, 0.1, 1.0)
+    study.tell(failed, state=TrialState.FAIL)
+
+    trials = study.trials
+    numbers, full, values, complete = sampler._observations(trials, sign=1.0)
+    assert numbers == [0, 1, 2, 3]
+    assert values.tolist() == [1.0, 0.0, -1.0, 7.0]
+    assert complete == [True, True, True, False]
+    np.testing.assert_array_equal(full[0], [actual[n] for n in NAMES])
+    np.testing.assert_array_equal(full[1], [trials[1].params[n] for n in NAMES])
+    for stage in range(sampler.n_stages):
+        mapped = full @ sampler._mean_mats[stage].T
+        for c, group in enumerate(sampler.clusters(stage)):
+            expected = np.mean([actual[n] for n in group])
+            assert mapped[0, c] == pytest.approx(expected)
+    # Trial 4 (number >= 4) opened stage 1; it failed, but the opening stands. The top-k
+    # for its bounds are the COMPLETE trials 0-2 (not the PRUNED one), mapped by cluster means.
+    rec = trials[4].system_attrs[STAGE_OPEN_ATTR]
+    assert rec["stage"] == 1
+    top = full[:3] @ sampler._mean_mats[1].T
+    margin = ROLLBACK_MARGIN * 0.9
+    np.testing.assert_allclose(rec["lower"], np.clip(top.min(0) - margin, 0.1, 1.0))
+    np.testing.assert_allclose(rec["upper"], np.clip(top.max(0) + margin, 0.1, 1.0))
+    study.optimize(objective, n_trials=1)
+    assert study.trials[5].user_attrs[_keys.STAGE_KEY] == 1
+    assert STAGE_OPEN_ATTR not in study.trials[5].system_attrs
+
+
+def test_nan_and_failed_trials_are_ignored(tmp_path: Path) -> None:
+    sampler = _sampler(n_startup_trials=3, rollback_at=None)
+    study = _study(tmp_path, sampler)
+
+    def objective(trial: optuna.Trial) -> float:
+        v = _objective(trial)
+        if trial.number in (1, 4):
+            return float("nan")
+        if trial.number == 5:
+            raise RuntimeError("boom")
+        return v
+
+    study.optimize(objective, n_trials=8, catch=(RuntimeError,))
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.FAIL) == 3
+    assert all(s == TrialState.COMPLETE for i, s in enumerate(states) if i not in (1, 4, 5))
+    numbers, _, values, _ = sampler._observations(study.trials, sign=1.0)
+    assert numbers == [0, 2, 3, 6, 7] and np.all(np.isfinite(values))
+
+
+# -- Independent sampling and errors -----------------------------------------------------------
+
+
+def test_unknown_parameter_goes_to_independent_sampler(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    study = _study(tmp_path, _sampler(n_startup_trials=2, rollback_at=None))
+
+    def objective(trial: optuna.Trial) -> float:
+        extra = trial.suggest_float("extra", -3.0, -2.0)
+        other = trial.suggest_int("other", 0, 5)
+        narrow = trial.suggest_float("p0", 2.0, 3.0)  # In search_space, but another range.
+        rest = sum(trial.suggest_float(n, 0.1, 1.0) for n in NAMES[1:])
+        return extra + other + narrow + rest
+
+    optuna.logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING):
+            study.optimize(objective, n_trials=4)
+    finally:
+        optuna.logging.disable_propagation()
+    messages = [r.getMessage() for r in caplog.records if "RandomSampler" in r.getMessage()]
+    assert sum("'extra'" in m for m in messages) == 1  # Once per name.
+    assert sum("'other'" in m for m in messages) == 1
+    assert sum("'p0'" in m and "different distribution" in m for m in messages) == 1
+    for t in study.trials:
+        assert -3.0 <= t.params["extra"] <= -2.0 and t.state == TrialState.COMPLETE
+        assert 2.0 <= t.params["p0"] <= 3.0
+
+
+def test_multi_objective_is_rejected(tmp_path: Path) -> None:
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'mo.db'}",
+        directions=["maximize", "minimize"],
+        sampler=_sampler(),
+    )
+    with pytest.raises(ValueError, match="single-objective"):
+        study.optimize(lambda t: (_objective(t), 0.0), n_trials=1)
+    with pytest.raises(ValueError, match="single-objective"):
+        trial = study.ask()
+        study.sampler.sample_independent(study, study.trials[-1], "z", FloatDistribution(0, 1))
+    del trial
+
+
+# -- Resume and concurrency across processes ------------------------------------------------
+
+_WORKER = f"""
+import sys
+import numpy as np
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna_bocr import BOCRSampler
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+url, name, n_trials, kwargs = sys.argv[1], sys.argv[2], int(sys.argv[3]), eval(sys.argv[4])
+names = [f"p{{i}}" for i in range(6)]
+vectors = np.array({VECTORS.tolist()})
+target = np.array({TARGET.tolist()})
+sampler = BOCRSampler(
+    {{n: FloatDistribution(0.1, 1.0) for n in names}}, features=vectors, seed=3, **kwargs
+)
+study = optuna.create_study(
+    storage=url, study_name=name, direction="maximize", sampler=sampler, load_if_exists=True
+)
+
+def objective(trial):
+    x = np.array([trial.suggest_float(n, 0.1, 1.0) for n in names])
+    return -float(np.sum((x - target) ** 2))
+
+study.optimize(objective, n_trials=n_trials)
+"""
+
+
+def _spawn(script: Path, url: str, name: str, n: int, kwargs: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(script), url, name, str(n), repr(kwargs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+
+
+@pytest.mark.slow
+def test_resume_across_processes_is_exact(tmp_path: Path) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    url = f"sqlite:///{tmp_path / 'resume.db'}"
+    kwargs = dict(
+        n_clusters=2, bridge_clusters=4, rollback_at=(6, 11), patience=2, patience_from=(5, 9),
+        n_startup_trials=3,
+    )  # fmt: skip
+    for name in ("whole", "halves"):  # Create the file first: no race on its schema.
+        optuna.create_study(storage=url, study_name=name, direction="maximize")
+    # The one-process run and the first half run side by side (separate studies).
+    _wait([_spawn(script, url, "whole", 16, kwargs), _spawn(script, url, "halves", 8, kwargs)])
+    _wait([_spawn(script, url, "halves", 8, kwargs)])
+    whole = optuna.load_study(study_name="whole", storage=url).trials
+    halves = optuna.load_study(study_name="halves", storage=url).trials
+    assert len(whole) == len(halves) == 16
+    assert max(t.user_attrs[_keys.STAGE_KEY] for t in whole) == 2  # Crossed both changes.
+    for a, b in zip(whole, halves, strict=True):
+        assert a.params == b.params  # Exactly equal, not approximately.
+        assert a.user_attrs == b.user_attrs
+        assert a.system_attrs == b.system_attrs
+
+
+@pytest.mark.slow
+def test_two_workers_on_one_sqlite_file(tmp_path: Path) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    url = f"sqlite:///{tmp_path / 'workers.db'}"
+    kwargs = dict(n_clusters=2, rollback_at=(20,), patience=None, n_startup_trials=6)
+    optuna.create_study(storage=url, study_name="w", direction="maximize")
+    _wait([_spawn(script, url, "w", 15, kwargs), _spawn(script, url, "w", 15, kwargs)])
+    trials = optuna.load_study(study_name="w", storage=url).trials
+    assert len(trials) == 30
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    vectors = {tuple(t.params[n] for n in NAMES) for t in trials}
+    assert len(vectors) == 30
+    # After the stage change, all trials use one set of bounds (the lowest opener's).
+    assert {t.user_attrs[_keys.STAGE_KEY] for t in trials[21:]} == {1}
+
+
+def test_running_trials_are_fantasised(tmp_path: Path) -> None:
+    """Proposals made while earlier proposals are still running differ from them."""
+    sampler = _sampler(n_startup_trials=4, rollback_at=None)
+    study = _study(tmp_path, sampler)
+    study.optimize(_objective, n_trials=6)
+    running = []
+    for _ in range(3):
+        trial = study.ask()
+        for n in NAMES:
+            trial.suggest_float(n, 0.1, 1.0)
+        running.append(np.array([trial.params[n] for n in NAMES]))
+    for i in range(3):
+        for j in range(i):
+            assert np.max(np.abs(running[i] - running[j])) > 1e-3
+
+
+def test_user_attrs_are_plain_json(tmp_path: Path) -> None:
+    study = _study(tmp_path, _sampler(n_startup_trials=2, rollback_at=(3,)))
+    study.optimize(_objective, n_trials=5)
+    for t in study.trials:
+        for key in (_keys.STAGE_KEY, _keys.N_CLUSTERS_KEY, _keys.CLUSTER_VALUES_KEY):
+            json.dumps(t.user_attrs[key])
+        json.dumps({k: v for k, v in t.system_attrs.items()})
+        assert all(math.isfinite(v) for v in t.params.values())
+
+
+# -- Surrogate and acquisition -------------------------------------------------------------------
+
+
+def test_fast_posterior_matches_gpytorch_and_fantasies_shrink_variance() -> None:
+    import gpytorch
+    import torch
+
+    from optuna_bocr._acquisition import log_ei
+    from optuna_bocr._acquisition import optimize_log_ei
+    from optuna_bocr._gp import fit_gp
+    from optuna_bocr._gp import Posterior
+
+    rng = np.random.default_rng(0)
+    x = rng.random((15, 3))
+    y = np.sin(6 * x[:, 0]) + x[:, 1] ** 2
+    y = (y - y.mean()) / y.std()
+    model, theta = fit_gp(x, y)
+    post = Posterior(model)
+    xt = torch.from_numpy(rng.random((20, 3)))
+    with torch.no_grad(), gpytorch.settings.fast_pred_var(False):
+        ref = model(xt)
+        mean, var = post(xt)
+    np.testing.assert_allclose(mean.numpy(), ref.mean.numpy(), atol=1e-5)
+    np.testing.assert_allclose(var.numpy(), ref.variance.numpy(), atol=1e-5)
+    # Deterministic fit: same data, same model.
+    again = Posterior(fit_gp(x, y)[0])
+    assert torch.equal(again(xt)[0], mean)
+    # A warm start from the fitted values stays (about) there.
+    warm, theta2 = fit_gp(x, y, warm_start=theta)
+    np.testing.assert_allclose(theta2, theta, atol=1e-3)
+    # Kriging believer: the variance at a pending point drops to about the noise level.
+    pending = rng.random((1, 3))
+    fantasised, values = post.with_fantasies(pending)
+    tp = torch.from_numpy(pending)
+    with torch.no_grad():
+        assert fantasised(tp)[1].item() < 0.5 * post(tp)[1].item()
+        assert values[0] == pytest.approx(post(tp)[0].item())
+    # log-EI is finite far below the incumbent (where plain EI underflows to 0).
+    z = log_ei(torch.tensor([-40.0, 0.0]), torch.tensor([1.0, 1.0]), 0.0)
+    assert torch.all(torch.isfinite(z)) and z[0] < -800 and z[1] == pytest.approx(-0.9189, 1e-3)
+    points, vals = optimize_log_ei(
+        post, best=float(y.max()), dim=3, rng=np.random.default_rng(1), warm_starts=x[:1]
+    )
+    assert np.all((points >= 0) & (points <= 1)) and np.all(np.diff(vals) <= 0)
