@@ -12,11 +12,16 @@ from __future__ import annotations
 import math
 import warnings
 
-import gpytorch
-from gpytorch.utils.warnings import NumericalWarning
 import numpy as np
 from scipy.optimize import minimize
 import torch
+
+with warnings.catch_warnings():
+    # gpytorch (through linear_operator) calls the deprecated torch.jit.script at import
+    # time; the warning is about gpytorch's code, not the user's, so keep it off their screen.
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    import gpytorch
+    from gpytorch.utils.warnings import NumericalWarning
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT3 = math.sqrt(3.0)

@@ -1,0 +1,21 @@
+"""Datasets as fixed, seeded train / validation / test splits.
+
+The validation split is always drawn from the training set; the test set is kept for final
+reporting.
+"""
+
+from __future__ import annotations
+
+from optuna_bocr.data._datasets import DATASET_NAMES
+from optuna_bocr.data._datasets import DataSplits
+from optuna_bocr.data._datasets import default_data_root
+from optuna_bocr.data._datasets import ImageTensorDataset
+from optuna_bocr.data._datasets import load_splits
+
+__all__ = [
+    "DATASET_NAMES",
+    "DataSplits",
+    "ImageTensorDataset",
+    "default_data_root",
+    "load_splits",
+]

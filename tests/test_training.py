@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from optuna_bocr._training import _random_crop_flip
+from optuna_bocr._training import evaluate
+from optuna_bocr._training import measure_latency
+from optuna_bocr._training import resolve_device
+from optuna_bocr._training import train
+from optuna_bocr.data import ImageTensorDataset
+from optuna_bocr.data import load_splits
+from optuna_bocr.data._datasets import DEBIAN_FASHION_MNIST
+from optuna_bocr.models import resnet20
+
+needs_data = pytest.mark.skipif(
+    not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+    reason="Fashion-MNIST not installed: apt-get install dataset-fashion-mnist",
+)
+
+
+def _small_cnn(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(4),
+        nn.Flatten(),
+        nn.Linear(8 * 8 * 8, num_classes),
+    )
+
+
+@pytest.fixture(scope="module")
+def splits():  # type: ignore[no-untyped-def]
+    if not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")
+    return load_splits("fashion-mnist", val_size=1000, seed=0)
+
+
+@needs_data
+def test_train_learns_fashion_mnist(splits) -> None:  # type: ignore[no-untyped-def]
+    model = _small_cnn()
+    before, _ = evaluate(model, splits.val, device="cpu")
+    out = train(
+        model, splits.train, epochs=2, max_images=3000, lr=0.05, device="cpu", progress=False
+    )
+    assert out is model and not model.training
+    top1, top5 = evaluate(model, splits.val, device="cpu")
+    assert before < 30.0
+    assert top1 > 70.0, top1
+    assert top1 <= top5 <= 100.0 and top5 > 95.0
+
+
+@needs_data
+def test_train_is_deterministic_and_handles_generic_datasets(splits) -> None:  # type: ignore[no-untyped-def]
+    def run(dataset: object) -> list[torch.Tensor]:
+        model = _small_cnn()
+        train(model, dataset, epochs=1, max_images=512, batch_size=64, progress=False)  # type: ignore[arg-type]
+        return [p.detach().clone() for p in model.parameters()]
+
+    a, b = run(splits.train), run(splits.train)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    # Any map-style dataset works (DataLoader path).
+    c = run(Subset(splits.train, range(2000)))
+    assert all(torch.isfinite(x).all() for x in c)
+
+
+@needs_data
+def test_evaluate_counts_exactly(splits) -> None:  # type: ignore[no-untyped-def]
+    class Constant(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            # Always ranks class 3 first, then 0, 1, 2, 4.
+            logits = torch.tensor([5.0, 4.0, 3.0, 6.0, 2.0, 0, 0, 0, 0, 0])
+            return logits.expand(x.shape[0], 10)
+
+    labels = splits.val.labels
+    top1, top5 = evaluate(Constant(), splits.val, batch_size=300)
+    assert top1 == pytest.approx(100.0 * (labels == 3).float().mean().item())
+    assert top5 == pytest.approx(100.0 * (labels <= 4).float().mean().item())
+    # The DataLoader path agrees with the tensor path.
+    generic = Subset(splits.val, range(len(splits.val)))
+    assert evaluate(Constant(), generic, batch_size=300) == (top1, top5)
+
+
+def test_evaluate_and_train_errors() -> None:
+    empty = ImageTensorDataset(
+        torch.zeros(0, 1, 8, 8, dtype=torch.uint8), torch.zeros(0), mean=[0.5], std=[0.5]
+    )
+    with pytest.raises(ValueError, match="empty"):
+        evaluate(_small_cnn(), empty)
+    with pytest.raises(ValueError, match="empty"):
+        train(_small_cnn(), empty, epochs=1)
+    data = ImageTensorDataset(
+        torch.randint(0, 255, (16, 1, 32, 32), dtype=torch.uint8),
+        torch.randint(0, 10, (16,)),
+        mean=[0.5],
+        std=[0.5],
+    )
+    with pytest.raises(ValueError, match="epochs"):
+        train(_small_cnn(), data, epochs=0)
+
+    class NaNModel(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full((x.shape[0], 10), math.nan)
+
+    with pytest.raises(FloatingPointError, match="NaN"):
+        evaluate(NaNModel(), data)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="Unknown device"):
+        resolve_device("gpu0")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+
+
+def test_random_crop_flip_moves_pixels_only() -> None:
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8) + 1
+    out = _random_crop_flip(x, torch.Generator().manual_seed(0), pad=2)
+    assert out.shape == x.shape
+    for b in range(2):
+        values = set(out[b].unique().tolist()) - {0.0}
+        assert values <= set(x[b].unique().tolist())
+    # Without padding, a crop is the identity and only flips remain.
+    same = _random_crop_flip(x, torch.Generator().manual_seed(0), pad=0)
+    for b in range(2):
+        assert torch.equal(same[b], x[b]) or torch.equal(same[b], x[b].flip(-1))
+
+
+def test_measure_latency() -> None:
+    model = resnet20()
+    model.train()
+    t = measure_latency(model, (8, 3, 32, 32), device="cpu", repeats=3, warmup=1)
+    assert 0.0 < t < 10.0
+    assert model.training  # restored
+    small = measure_latency(_small_cnn(3), (8, 3, 32, 32), device="cpu", repeats=3)
+    assert small < t
+    with pytest.raises(ValueError, match="repeats"):
+        measure_latency(model, (1, 3, 32, 32), device="cpu", repeats=0)
+
+
+@needs_data
+def test_freeze_bn_keeps_running_statistics(splits) -> None:  # type: ignore[no-untyped-def]
+    model = _small_cnn()
+    bn = model[1]
+    before = (bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked))
+    train(model, splits.train, epochs=1, max_images=256, freeze_bn=True, progress=False)
+    assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
+    assert int(bn.num_batches_tracked) == before[2]
+    assert not torch.equal(model[0].weight, _small_cnn()[0].weight)  # the convs did train
+    train(model, splits.train, epochs=1, max_images=256, progress=False)
+    assert not torch.equal(bn.running_mean, before[0])
