@@ -24,7 +24,6 @@ from optuna_bocr._keys import FLOPS_RATIO_KEY
 from optuna_bocr._keys import PARAMS_RATIO_KEY
 from optuna_bocr._keys import TOP1_KEY
 from optuna_bocr._keys import TOP5_KEY
-from optuna_bocr.data import load_splits
 from optuna_bocr.models import mobilenet_v1
 from optuna_bocr.models import resnet20
 from optuna_bocr.pruning import count_flops
@@ -36,8 +35,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @pytest.fixture(scope="module")
-def splits():  # noqa: ANN201
-    return load_splits("fashion-mnist", val_size=1000, seed=0, image_size=32)
+def splits(fashion_splits):  # noqa: ANN001, ANN201
+    return fashion_splits
 
 
 def _rgb(dataset: torch.utils.data.Dataset, n: int, offset: int = 0) -> TensorDataset:
@@ -126,24 +125,10 @@ def test_export_every_family(
     _check_export(objective, x, seed=0)
 
 
-def _train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> nn.Module:
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    perm = torch.randperm(images.shape[0])
-    for start in range(0, images.shape[0], 64):
-        idx = perm[start : start + 64]
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(images[idx]), labels[idx]).backward()
-        opt.step()
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
-def objective(splits):  # noqa: ANN001, ANN201
-    model = _train(resnet20(in_channels=1), *splits.train.tensors(range(1500)))
+def objective(splits, trained_resnet20):  # noqa: ANN001, ANN201
     return PruningObjective(
-        model,
+        trained_resnet20,
         calibration=Subset(splits.train, range(2000, 2500)),
         validation=Subset(splits.val, range(500)),
         flops_ratio=0.5,

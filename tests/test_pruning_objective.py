@@ -21,7 +21,6 @@ from optuna_bocr._keys import FLOPS_RATIO_KEY
 from optuna_bocr._keys import PARAMS_RATIO_KEY
 from optuna_bocr._keys import TOP1_KEY
 from optuna_bocr._keys import TOP5_KEY
-from optuna_bocr.data import load_splits
 from optuna_bocr.models import resnet20
 from optuna_bocr.pruning import PruningObjective
 
@@ -29,8 +28,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @pytest.fixture(scope="module")
-def splits():  # noqa: ANN201
-    return load_splits("fashion-mnist", val_size=1000, seed=0, image_size=32)
+def splits(fashion_splits):  # noqa: ANN001, ANN201
+    return fashion_splits
 
 
 def _small_cnn() -> nn.Sequential:
@@ -51,23 +50,9 @@ def _small_cnn() -> nn.Sequential:
     )
 
 
-def _train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> nn.Module:
-    """One quick epoch of Adam: far above chance, far from converged."""
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    perm = torch.randperm(images.shape[0])
-    for start in range(0, images.shape[0], 64):
-        idx = perm[start : start + 64]
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(images[idx]), labels[idx]).backward()
-        opt.step()
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
-def trained_resnet(splits):  # noqa: ANN001, ANN201
-    return _train(resnet20(in_channels=1), *splits.train.tensors(range(1500)))
+def trained_resnet(trained_resnet20):  # noqa: ANN001, ANN201
+    return trained_resnet20
 
 
 @pytest.fixture(scope="module")
@@ -196,8 +181,8 @@ def test_kept_channels_have_largest_l1(objective: PruningObjective) -> None:
             assert importance[kept].min() >= importance[dropped].max()
 
 
-def test_no_drift_after_100_trials(splits) -> None:  # noqa: ANN001
-    model = _train(_small_cnn(), *splits.train.tensors(range(1000)))
+def test_no_drift_after_100_trials(splits, quick_train) -> None:  # noqa: ANN001
+    model = quick_train(_small_cnn(), *splits.train.tensors(range(1000)))
     reference = copy.deepcopy(model.state_dict())
     objective = PruningObjective(
         model,
