@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 import math
@@ -52,6 +53,8 @@ cache, but in the storage, so that resumed and parallel studies behave the same)
 _DUPLICATE_TOL = 1e-3
 """Two points closer than this in every coordinate (unit cube of the stage) are the same."""
 _SOBOL_SEED_LIMIT = 2**31 - 1
+_MOVED_TOL = 1e-6
+"""A proposal farther than this (unit cube of the stage) from its actual point is observed too."""
 
 
 def _to_features(
@@ -501,11 +504,13 @@ class BOCRSampler(BaseSampler):
             for x in [self._actual_vector(t, proposal_only=True)]
             if x is not None
         ]
-        x_obs = to_unit(obs_full)
+        x_obs, y_obs = self._with_moved_proposals(
+            to_unit(obs_full), obs_y, obs_numbers, before, to_unit
+        )
         x_pending = to_unit(np.asarray(pending_full).reshape(-1, len(self._names)))
         rng = np.random.default_rng([self._seed, number])
 
-        if number < self._n_startup_trials or len(obs_y) == 0:
+        if number < self._n_startup_trials or len(y_obs) == 0:
             m = max(0, math.ceil(math.log2(number + 1)))
             sobol = qmc.Sobol(dim, scramble=True, seed=self._seed + stage)
             design = sobol.random_base2(m) if m > 0 else sobol.random(1)
@@ -513,7 +518,7 @@ class BOCRSampler(BaseSampler):
         else:
             try:
                 candidates = self._gp_candidates(
-                    study, trial, before, stage, x_obs, obs_y, x_pending, rng
+                    study, trial, before, stage, x_obs, y_obs, x_pending, rng
                 )
             except (RuntimeError, ValueError, np.linalg.LinAlgError) as e:
                 _logger.warning(
@@ -526,6 +531,39 @@ class BOCRSampler(BaseSampler):
         member_cluster = np.argmax(mat, axis=0)
         full = np.clip(cluster_values[member_cluster], self._lows, self._highs)
         return full, stage, cluster_values
+
+    def _with_moved_proposals(
+        self,
+        x_obs: np.ndarray,
+        y_obs: np.ndarray,
+        numbers: list[int],
+        before: list[FrozenTrial],
+        to_unit: Callable[[np.ndarray], np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Add, for each observation whose objective moved the proposal, the proposal too.
+
+        An objective that replaces what it is given by what it can use (the pruning
+        objective clips ratios to a FLOPs budget) returns the same value for the proposal as
+        for the actual point. Observing only the actual point leaves the region proposed
+        into unexplored for the GP, and log-EI keeps proposing there, the objective keeps
+        moving the proposals back, and the search stalls; with the proposal observed too the
+        GP learns that the region gives the moved result. Points that coincide in the stage's
+        space (clipping that only moved values inside a cluster) are not repeated.
+        """
+        by_number = {t.number: t for t in before}
+        extra_x: list[np.ndarray] = []
+        extra_y: list[float] = []
+        for x_actual, y, number in zip(x_obs, y_obs, numbers, strict=True):
+            proposal = self._actual_vector(by_number[number], proposal_only=True)
+            if proposal is None:
+                continue
+            x_proposal = to_unit(proposal[None, :])[0]
+            if np.max(np.abs(x_proposal - x_actual)) > _MOVED_TOL:
+                extra_x.append(x_proposal)
+                extra_y.append(float(y))
+        if not extra_x:
+            return x_obs, y_obs
+        return np.concatenate([x_obs, np.stack(extra_x)]), np.concatenate([y_obs, extra_y])
 
     def _gp_candidates(
         self,
