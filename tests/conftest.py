@@ -49,4 +49,5 @@ def trained_resnet20(fashion_splits: DataSplits) -> nn.Module:
 
     Shared by several modules; PruningObjective works on a copy, so it is never modified.
     """
+    torch.manual_seed(0)  # the initial weights too, whatever ran before
     return _quick_train(resnet20(in_channels=1), *fashion_splits.train.tensors(range(1500)))
