@@ -449,6 +449,12 @@ def run_one(
         bridge_clusters=task.bridge_clusters,
         distance=distance,
     )
+    if hasattr(sampler, "structure_pvalue"):  # BOCR: what the structure test decided
+        settings = {
+            **settings,
+            "structure_pvalue": sampler.structure_pvalue,
+            "stage_sizes": sampler.stage_sizes,
+        }
     timed = common.TimedSampler(sampler)
     study = optuna.create_study(
         direction="maximize",
@@ -517,6 +523,14 @@ def report(out: Path, tasks: list[str], methods: list[str]) -> str:
             ),
             "",
         ]
+        bocr = [r["sampler"] for r in task_runs if "stage_sizes" in r.get("sampler", {})]
+        if bocr:
+            lines += [
+                f"BOCR's structure test on the features: p = {bocr[0]['structure_pvalue']}; "
+                f"stage sizes of the BOCR variants: "
+                + ", ".join(sorted({str(b["stage_sizes"]) for b in bocr})),
+                "",
+            ]
         cps = [c for c in CHECKPOINTS if c <= n_max]
         if n_max not in cps:
             cps.append(n_max)

@@ -52,7 +52,7 @@ def optimize_log_ei(
     warm_starts: np.ndarray,
     n_candidates: int = 1024,
     n_local: int = 5,
-    maxiter: int = 100,
+    maxiter: int = 50,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Maximise log-EI on ``[0, 1]^dim``.
 

@@ -26,6 +26,7 @@ import torch
 from optuna_bocr import _keys
 from optuna_bocr._acquisition import optimize_log_ei
 from optuna_bocr._clustering import distance_matrix
+from optuna_bocr._clustering import structure_pvalue
 from optuna_bocr._clustering import WardTree
 from optuna_bocr._features import ParameterFeatures
 from optuna_bocr._gp import fit_gp
@@ -53,6 +54,11 @@ cache, but in the storage, so that resumed and parallel studies behave the same)
 _DUPLICATE_TOL = 1e-3
 """Two points closer than this in every coordinate (unit cube of the stage) are the same."""
 _SOBOL_SEED_LIMIT = 2**31 - 1
+_STRUCTURE_N_NULL = 19
+_STRUCTURE_ALPHA = 0.05
+"""Features fail the structure test when its p-value (19 null data sets) is above this."""
+_MAX_MOVED_PROPOSALS = 50
+"""At most this many moved proposals (those of the latest trials) are observed."""
 _MOVED_TOL = 1e-6
 """A proposal farther than this (unit cube of the stage) from its actual point is observed too."""
 
@@ -209,6 +215,19 @@ class BOCRSampler(BaseSampler):
             Sampler for parameters that are suggested but not in ``search_space`` (or with a
             different distribution); a warning is logged once per name. Default:
             :class:`~optuna.samplers.RandomSampler` with ``seed``.
+        check_structure:
+            Before the search, test whether the features group the parameters into
+            ``n_clusters`` clusters better than chance: a permutation test of the silhouette
+            of the Ward cut against 19 data sets in which the parameters do not differ
+            (samples redrawn from the pooled median-shifted samples, or structural columns
+            permuted; fixed seed, so every process decides the same). If they do not
+            (p-value above 0.05; :attr:`structure_pvalue`), a warning is logged: the clusters
+            may tie unrelated parameters together and cap what the search can reach. Not
+            tested when ``n_clusters`` is 1 or the number of parameters.
+        unstructured_fallback:
+            If the structure test fails, search one variable per parameter from the first
+            trial (plain GP-BO, no stages; :attr:`stage_sizes` shows it) instead of
+            clustering. Needs ``check_structure``.
 
     Raises:
         TypeError: A distribution is not a FloatDistribution, or an argument has a wrong
@@ -233,6 +252,8 @@ class BOCRSampler(BaseSampler):
         n_startup_trials: int = 10,
         seed: int | None = None,
         independent_sampler: BaseSampler | None = None,
+        check_structure: bool = True,
+        unstructured_fallback: bool = False,
     ) -> None:
         self._search_space = _validate_search_space(search_space)
         self._names = list(self._search_space)
@@ -259,7 +280,51 @@ class BOCRSampler(BaseSampler):
             patience=patience,
             patience_from=patience_from,
         )
-        self._tree = WardTree(self._condensed(feats, distance), dims)
+        samples, vectors = self._feature_arrays(feats, distance)
+        self._tree = WardTree(
+            distance_matrix(distance=distance, samples=samples, vectors=vectors), dims
+        )
+        self._structure_pvalue: float | None = None
+        for flag, value in (
+            ("check_structure", check_structure),
+            ("unstructured_fallback", unstructured_fallback),
+        ):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be a bool, got {value!r}.")
+        if unstructured_fallback and not check_structure:
+            raise ValueError("unstructured_fallback=True needs check_structure=True.")
+        if check_structure and 1 < self._schedule.sizes[0] < dims:
+            self._structure_pvalue = structure_pvalue(
+                distance=distance,
+                n_clusters=self._schedule.sizes[0],
+                samples=samples,
+                vectors=vectors,
+                n_null=_STRUCTURE_N_NULL,
+            )
+            if self._structure_pvalue > _STRUCTURE_ALPHA:
+                then = (
+                    "BOCRSampler searches one variable per parameter from the first trial "
+                    "(unstructured_fallback=True)."
+                    if unstructured_fallback
+                    else "Clustering anyway; pass unstructured_fallback=True to search one "
+                    "variable per parameter instead, or give features that tell the "
+                    "parameters apart."
+                )
+                _logger.warning(
+                    f"The features (distance {distance!r}) do not group the {dims} parameters "
+                    f"into {n_clusters} clusters better than chance (permutation test, "
+                    f"p = {self._structure_pvalue:.2f}): the clusters may tie unrelated "
+                    f"parameters together. {then}"
+                )
+                if unstructured_fallback:
+                    self._schedule = make_schedule(
+                        dims=dims,
+                        n_clusters=dims,
+                        bridge_clusters=None,
+                        rollback_at=None,
+                        patience=None,
+                        patience_from=None,
+                    )
         self._clusters = [self._tree.cut(k) for k in self._schedule.sizes]
         self._lows = np.array([d.low for d in self._search_space.values()])
         self._highs = np.array([d.high for d in self._search_space.values()])
@@ -288,6 +353,11 @@ class BOCRSampler(BaseSampler):
     def n_stages(self) -> int:
         """Number of stages (first clustering, bridges, one variable per parameter)."""
         return self._schedule.n_stages
+
+    @property
+    def structure_pvalue(self) -> float | None:
+        """p-value of the features' structure test (``check_structure``); ``None``: untested."""
+        return self._structure_pvalue
 
     @property
     def stage_sizes(self) -> list[int]:
@@ -319,8 +389,13 @@ class BOCRSampler(BaseSampler):
         names = [n for n in self._names if n in search_space]
         if not names:
             return {}
-        with torch.device("cpu"):
+        if torch.empty(()).device.type == "cpu":
             values, stage, cluster_values = self._propose(study, trial)
+        else:
+            # The user changed torch's default device: the GP is small and lives on the CPU.
+            # (The device context costs a Python call per tensor operation, so only here.)
+            with torch.device("cpu"):
+                values, stage, cluster_values = self._propose(study, trial)
         storage = study._storage
         storage.set_trial_system_attr(trial._trial_id, PROPOSAL_ATTR, [float(v) for v in values])
         storage.set_trial_user_attr(trial._trial_id, _keys.STAGE_KEY, int(stage))
@@ -371,14 +446,17 @@ class BOCRSampler(BaseSampler):
 
     # -- Internals -------------------------------------------------------------------------------
 
-    def _condensed(self, feats: ParameterFeatures, distance: str) -> np.ndarray:
+    def _feature_arrays(
+        self, feats: ParameterFeatures, distance: str
+    ) -> tuple[list[np.ndarray] | None, np.ndarray | None]:
+        """``(samples, vectors)`` in ``search_space`` order (the unused one is ``None``)."""
         if distance in ("eu", "js"):
             if not feats.samples:
                 raise ValueError(f"distance={distance!r} needs features.samples.")
             samples = [
                 _finite_1d(feats.samples[n], f"features.samples[{n!r}]") for n in self._names
             ]
-            return distance_matrix(distance=distance, samples=samples)
+            return samples, None
         if not feats.vectors:
             raise ValueError("distance='st' needs features.vectors (structural features).")
         rows = [_finite_1d(feats.vectors[n], f"features.vectors[{n!r}]") for n in self._names]
@@ -386,7 +464,7 @@ class BOCRSampler(BaseSampler):
             raise ValueError(
                 f"features.vectors must all have the same length, got {[r.size for r in rows]}."
             )
-        return distance_matrix(distance="st", vectors=np.stack(rows))
+        return None, np.stack(rows)
 
     def _actual_vector(self, t: FrozenTrial, *, proposal_only: bool = False) -> np.ndarray | None:
         """Per-parameter values of a trial: actual values, else params, else the proposal."""
@@ -505,7 +583,7 @@ class BOCRSampler(BaseSampler):
             if x is not None
         ]
         x_obs, y_obs = self._with_moved_proposals(
-            to_unit(obs_full), obs_y, obs_numbers, before, to_unit
+            to_unit(obs_full), obs_y, obs_numbers, before, to_unit, since=stage_start
         )
         x_pending = to_unit(np.asarray(pending_full).reshape(-1, len(self._names)))
         rng = np.random.default_rng([self._seed, number])
@@ -539,8 +617,10 @@ class BOCRSampler(BaseSampler):
         numbers: list[int],
         before: list[FrozenTrial],
         to_unit: Callable[[np.ndarray], np.ndarray],
+        *,
+        since: int,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Add, for each observation whose objective moved the proposal, the proposal too.
+        """Observe the proposals that the objective moved, for the current stage's trials.
 
         An objective that replaces what it is given by what it can use (the pruning
         objective clips ratios to a FLOPs budget) returns the same value for the proposal as
@@ -549,11 +629,18 @@ class BOCRSampler(BaseSampler):
         moving the proposals back, and the search stalls; with the proposal observed too the
         GP learns that the region gives the moved result. Points that coincide in the stage's
         space (clipping that only moved values inside a cluster) are not repeated.
+
+        Only trials numbered ``since`` (the start of the current stage) or later add their
+        proposal, and only the latest :data:`_MAX_MOVED_PROPOSALS` of them: the acquisition
+        works in the current stage's space, near where it proposed lately, and all the
+        proposals would up to double the GP's data (and quadruple the cost of its fit).
         """
         by_number = {t.number: t for t in before}
         extra_x: list[np.ndarray] = []
         extra_y: list[float] = []
         for x_actual, y, number in zip(x_obs, y_obs, numbers, strict=True):
+            if number < since:
+                continue
             proposal = self._actual_vector(by_number[number], proposal_only=True)
             if proposal is None:
                 continue
@@ -563,6 +650,7 @@ class BOCRSampler(BaseSampler):
                 extra_y.append(float(y))
         if not extra_x:
             return x_obs, y_obs
+        extra_x, extra_y = extra_x[-_MAX_MOVED_PROPOSALS:], extra_y[-_MAX_MOVED_PROPOSALS:]
         return np.concatenate([x_obs, np.stack(extra_x)]), np.concatenate([y_obs, extra_y])
 
     def _gp_candidates(

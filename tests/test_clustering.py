@@ -2,10 +2,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.spatial.distance import jensenshannon
 from scipy.spatial.distance import squareform
+from scipy.stats import gaussian_kde
 
 from optuna_bocr._clustering import distance_matrix
 from optuna_bocr._clustering import kde_densities
+from optuna_bocr._clustering import silhouette
+from optuna_bocr._clustering import structure_pvalue
 from optuna_bocr._clustering import WardTree
 
 GROUPS = [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 11]]
@@ -108,3 +112,59 @@ def test_cut_errors_and_single_item() -> None:
     assert WardTree(np.zeros(0), 1).cut(1) == [[0]]
     with pytest.raises(ValueError, match="distance"):
         distance_matrix(distance="manhattan", vectors=np.eye(3))
+
+
+def test_kde_matches_scipy_gaussian_kde() -> None:
+    rng = np.random.default_rng(6)
+    samples = [rng.normal(size=40), rng.exponential(2.0, size=300)]
+    grid, dens = kde_densities(samples)
+    for s, row in zip(samples, dens, strict=True):
+        expected = gaussian_kde(s - np.median(s), bw_method="scott")(grid)
+        np.testing.assert_allclose(row, expected, rtol=1e-10, atol=1e-14)
+
+
+def test_js_distance_matches_scipy_pairwise_base_2() -> None:
+    samples = _planted_samples(np.random.default_rng(7))
+    grid, dens = kde_densities(samples)
+    probs = dens / dens.sum(axis=1, keepdims=True)
+    d = squareform(distance_matrix(distance="js", samples=samples))
+    assert d[0, 5] == pytest.approx(jensenshannon(probs[0], probs[5], base=2.0), abs=1e-9)
+    assert d.max() <= 1.0
+
+
+def test_silhouette_of_planted_and_of_arbitrary_groups() -> None:
+    vectors = _planted_vectors(np.random.default_rng(8))
+    condensed = distance_matrix(distance="st", vectors=vectors)
+    assert silhouette(condensed, GROUPS) > 0.8
+    # The same sizes, but every group mixes the planted ones: negative widths.
+    mixed = [[0, 4, 7, 8], [1, 5, 9], [2, 3, 6, 10, 11]]
+    assert silhouette(condensed, mixed) < 0.0
+
+
+@pytest.mark.parametrize("distance", ["eu", "js"])
+def test_structure_test_on_samples(distance: str) -> None:
+    planted = _planted_samples(np.random.default_rng(9))
+    assert structure_pvalue(distance=distance, n_clusters=3, samples=planted) == 0.05
+    # One distribution for every parameter: a valid test says "structure" (p <= 0.05) for
+    # about 1 data set in 20; allow up to 4 of 20 (a broken null would flag them all).
+    flagged = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        same = [rng.gamma(2.0, 1.0, size=64) for _ in range(12)]
+        flagged += structure_pvalue(distance=distance, n_clusters=3, samples=same) <= 0.05
+    assert flagged <= 4
+
+
+def test_structure_test_on_vectors() -> None:
+    planted = _planted_vectors(np.random.default_rng(11))
+    assert structure_pvalue(distance="st", n_clusters=3, vectors=planted) == 0.05
+    flagged = sum(
+        structure_pvalue(
+            distance="st", n_clusters=3, vectors=np.random.default_rng(seed).random((12, 7))
+        )
+        <= 0.05
+        for seed in range(20)
+    )
+    assert flagged <= 4
+    # No parameter differs: nothing to group (every null ties the observed silhouette).
+    assert structure_pvalue(distance="st", n_clusters=3, vectors=np.ones((12, 7))) == 1.0

@@ -79,6 +79,38 @@ def test_features_forms_give_the_planted_clusters() -> None:
         s.clusters(3)
 
 
+def test_features_without_structure_warn_and_may_fall_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    same = np.ones((len(NAMES), 2))  # Nothing tells the parameters apart.
+    optuna.logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING):
+            warned = _sampler(features=same)
+            flat = _sampler(
+                features=same, bridge_clusters=4, rollback_at=(10, 20), unstructured_fallback=True
+            )
+    finally:
+        optuna.logging.disable_propagation()
+    messages = [r.getMessage() for r in caplog.records if "better than chance" in r.getMessage()]
+    assert len(messages) == 2 and "Clustering anyway" in messages[0]
+    assert warned.structure_pvalue == 1.0 and warned.stage_sizes == [2, 6]
+    assert flat.structure_pvalue == 1.0
+    assert flat.stage_sizes == [len(NAMES)] and flat.n_stages == 1
+    study = _study(tmp_path, flat)
+    study.optimize(_objective, n_trials=12)
+    assert {t.user_attrs[_keys.N_CLUSTERS_KEY] for t in study.trials} == {len(NAMES)}
+    assert set(_stages(study)) == {0}
+    # Planted groups pass the test (the smallest p-value of 19 nulls); opting out: untested.
+    planted = _sampler(unstructured_fallback=True)
+    assert planted.structure_pvalue == 0.05 and planted.stage_sizes == [2, 6]
+    assert _sampler(features=same, check_structure=False).structure_pvalue is None
+    with pytest.raises(TypeError, match="check_structure"):
+        _sampler(check_structure="yes")
+    with pytest.raises(ValueError, match="needs check_structure"):
+        _sampler(check_structure=False, unstructured_fallback=True)
+
+
 _VEC_MAP = {n: VECTORS[i] for i, n in enumerate(NAMES)}
 _RAGGED = {n: [1.0] * (1 + (i == 0)) for i, n in enumerate(NAMES)}
 _SAMPLES = {n: np.array([1.0, 2.0]) for n in NAMES}
