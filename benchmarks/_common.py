@@ -100,6 +100,7 @@ def make_sampler(
     n_clusters: int = 3,
     bridge_clusters: int = 9,
     distance: str | None = None,
+    unstructured_fallback: bool = False,
 ) -> tuple[BaseSampler, dict[str, Any]]:
     """Build the sampler of a method with the given seed.
 
@@ -112,6 +113,8 @@ def make_sampler(
         n_clusters: Clusters of BOCR's first stage.
         bridge_clusters: Clusters of the bridge stage of gradual rollback.
         distance: BOCR's distance (``"eu"``, ``"js"``, ``"st"``) or None for its default.
+        unstructured_fallback: BOCR's option: one variable per parameter when the
+            features fail its structure test.
 
     Returns:
         The sampler and a JSON-serialisable dict of its settings (for the run record).
@@ -121,10 +124,11 @@ def make_sampler(
 
         kwargs: dict[str, Any] = dict(rollback_schedule(n_trials, method))
         kwargs["bridge_clusters"] = bridge_clusters if method == "bocr-gradual" else None
-        # Tested features that show no cluster structure: one variable per parameter (the
-        # structure test flags hartmann6-50's i.i.d. features, not the other tasks').
         kwargs.update(
-            n_clusters=n_clusters, distance=distance, seed=seed, unstructured_fallback=True
+            n_clusters=n_clusters,
+            distance=distance,
+            seed=seed,
+            unstructured_fallback=unstructured_fallback,
         )
         sampler = BOCRSampler(dict(search_space), features=features, **kwargs)
         return sampler, {"class": "BOCRSampler", **kwargs}

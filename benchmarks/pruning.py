@@ -203,6 +203,12 @@ def run_one(args: argparse.Namespace, task: str, method: str, seed: int) -> None
         bridge_clusters=cfg["bridge_clusters"],
         distance=args.distance,
     )
+    if hasattr(sampler, "structure_pvalue"):  # BOCR: its verdict on the layer features
+        settings = {
+            **settings,
+            "structure_pvalue": sampler.structure_pvalue,
+            "stage_sizes": sampler.stage_sizes,
+        }
     study = optuna.create_study(
         direction="maximize",
         sampler=common.TimedSampler(sampler),

@@ -483,6 +483,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-trials on (default: max(5, 10%% of --n-trials))",
     )
     g.add_argument(
+        "--unstructured-fallback",
+        action="store_true",
+        help="BOCR: if the layer features do not group the layers better than chance (a "
+        "permutation test; a warning says so either way), search one ratio per layer from "
+        "the first trial instead of clustering",
+    )
+    g.add_argument(
         "--n-startup-trials",
         type=_positive_int,
         default=10,
@@ -830,6 +837,7 @@ def _make_sampler(args: argparse.Namespace, objective: Any) -> optuna.samplers.B
                 features=objective.layer_features(),
                 n_startup_trials=args.n_startup_trials,
                 seed=seed,
+                unstructured_fallback=args.unstructured_fallback,
                 **settings,
             )
         except (ValueError, TypeError) as e:

@@ -20,6 +20,7 @@ import torch
 
 from optuna_bocr._keys import ACTUAL_PARAMS_KEY
 from optuna_bocr._keys import FLOPS_RATIO_KEY
+from optuna_bocr._keys import N_CLUSTERS_KEY
 from optuna_bocr._keys import PARAMS_RATIO_KEY
 from optuna_bocr._keys import STAGE_KEY
 from optuna_bocr._keys import TOP1_KEY
@@ -353,6 +354,25 @@ def test_rerun_resumes_up_to_n_trials(cli_study: dict[str, Any]) -> None:
     assert "Using cached baseline" in proc.stdout
     study = optuna.load_study(study_name=STUDY, storage=cli_study["storage"])
     assert len(study.trials) == N_TRIALS + 1
+
+
+def test_unstructured_fallback_flag(cli_study: dict[str, Any]) -> None:
+    # The cached baseline of the shared run; a new study, with and without the flag.
+    root: Path = cli_study["root"]
+    layers_per_trial = {}
+    for flag in (False, True):
+        name = f"fallback-{flag}"
+        overrides = {"--n-trials": 4, "--study-name": name, "--export": root / f"{name}.pt"}
+        args = prune_args(root, **overrides)
+        proc = run_cli(args + (["--unstructured-fallback"] if flag else []), cwd=root)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        # The L1-importance densities of a briefly trained ResNet-20 do not separate its
+        # layers (permutation test p ~ 0.7-0.95 on such models): the sampler says so.
+        assert "better than chance" in proc.stderr, proc.stderr[-3000:]
+        study = optuna.load_study(study_name=name, storage=cli_study["storage"])
+        layers_per_trial[flag] = {t.user_attrs[N_CLUSTERS_KEY] for t in study.trials}
+    assert layers_per_trial[False] == {3}  # Warned, but clusters as asked.
+    assert layers_per_trial[True] == {9}  # One ratio per layer (ResNet-20: 9).
 
 
 @needs_pipeline
