@@ -148,6 +148,7 @@ def get_objective(args: argparse.Namespace, task: str) -> Any:
             lbound=TASKS[task]["lbound"],
             device=args.device,
             n_calibration_images=args.n_calibration_images,
+            autocast=args.autocast,
             seed=0,
         )
         obj = _CACHE[key]
@@ -168,8 +169,12 @@ def get_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def study_name(args: argparse.Namespace, task: str, method: str, seed: int) -> str:
-    """Study name: task, budget, validation size, method and seed."""
-    return f"pruning-{task}-flops{args.flops_ratio:g}-val{args.val_size}-{method}-seed{seed}"
+    """Study name: task, budget, validation size, precision, method and seed."""
+    precision = "-autocast" if args.autocast else ""
+    return (
+        f"pruning-{task}-flops{args.flops_ratio:g}-val{args.val_size}{precision}-{method}"
+        f"-seed{seed}"
+    )
 
 
 # -- Running ----------------------------------------------------------------------------------
@@ -538,6 +543,12 @@ def main(argv: list[str] | None = None) -> None:
         help="BOCR feature distance (default: the sampler's)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:0, ...")
+    p.add_argument(
+        "--autocast",
+        action="store_true",
+        help="evaluate trials under torch.autocast (bfloat16 on CPU, float16 on CUDA); the "
+        "study names get an -autocast suffix, so such studies never mix with float32 ones",
+    )
     p.add_argument(
         "--data-root",
         default=None,

@@ -363,7 +363,7 @@ def test_unstructured_fallback_flag(cli_study: dict[str, Any]) -> None:
     for flag in (False, True):
         name = f"fallback-{flag}"
         overrides = {"--n-trials": 4, "--study-name": name, "--export": root / f"{name}.pt"}
-        args = prune_args(root, **overrides)
+        args = prune_args(root, **overrides) + ["--rollback-at", "none"]
         proc = run_cli(args + (["--unstructured-fallback"] if flag else []), cwd=root)
         assert proc.returncode == 0, proc.stderr[-3000:]
         # The L1-importance densities of a briefly trained ResNet-20 do not separate its
