@@ -33,12 +33,12 @@ def _kde_bandwidth(shifted: np.ndarray) -> float:
 def kde_densities(samples: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Evaluate a Gaussian KDE of each median-shifted sample set on one shared grid.
 
-    Each sample set is shifted by its median, a Gaussian KDE with Scott's bandwidth
-    (the density of :class:`scipy.stats.gaussian_kde`, evaluated in one array operation) is
-    fitted, and all are evaluated on one grid that
-    covers every shifted sample set plus four of the largest bandwidths on each side (so no
-    density is truncated, unlike a fixed grid). A sample set without spread (one value, or
-    all equal) is a point mass; it is drawn as a Gaussian one grid step wide.
+    Each sample set is shifted by its median, a Gaussian KDE with Scott's bandwidth (the
+    density of :class:`scipy.stats.gaussian_kde`, computed in one array operation) is fitted,
+    and all are evaluated on one grid that covers every shifted sample set plus four of the
+    largest bandwidths on each side (so no density is truncated, unlike a fixed grid). A
+    sample set without spread (one value, or all equal) is a point mass; it is drawn as a
+    Gaussian one grid step wide.
 
     Args:
         samples: One 1-D array of finite values per parameter, each non-empty.

@@ -272,6 +272,14 @@ class BOCRSampler(BaseSampler):
             or n_startup_trials < 0
         ):
             raise ValueError(f"n_startup_trials must be an int >= 0, got {n_startup_trials!r}.")
+        for flag, value in (
+            ("check_structure", check_structure),
+            ("unstructured_fallback", unstructured_fallback),
+        ):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be a bool, got {value!r}.")
+        if unstructured_fallback and not check_structure:
+            raise ValueError("unstructured_fallback=True needs check_structure=True.")
         self._schedule = make_schedule(
             dims=dims,
             n_clusters=n_clusters,
@@ -285,14 +293,6 @@ class BOCRSampler(BaseSampler):
             distance_matrix(distance=distance, samples=samples, vectors=vectors), dims
         )
         self._structure_pvalue: float | None = None
-        for flag, value in (
-            ("check_structure", check_structure),
-            ("unstructured_fallback", unstructured_fallback),
-        ):
-            if not isinstance(value, bool):
-                raise TypeError(f"{flag} must be a bool, got {value!r}.")
-        if unstructured_fallback and not check_structure:
-            raise ValueError("unstructured_fallback=True needs check_structure=True.")
         if check_structure and 1 < self._schedule.sizes[0] < dims:
             self._structure_pvalue = structure_pvalue(
                 distance=distance,
