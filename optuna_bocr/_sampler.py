@@ -33,6 +33,7 @@ from optuna_bocr._gp import fit_gp
 from optuna_bocr._gp import Posterior
 from optuna_bocr._schedule import make_schedule
 from optuna_bocr._schedule import rollback_bounds
+from optuna_bocr._schedule import Schedule
 from optuna_bocr._schedule import should_advance
 
 if TYPE_CHECKING:
@@ -302,28 +303,10 @@ class BOCRSampler(BaseSampler):
                 n_null=_STRUCTURE_N_NULL,
             )
             if self._structure_pvalue > _STRUCTURE_ALPHA:
-                then = (
-                    "BOCRSampler searches one variable per parameter from the first trial "
-                    "(unstructured_fallback=True)."
-                    if unstructured_fallback
-                    else "Clustering anyway; pass unstructured_fallback=True to search one "
-                    "variable per parameter instead, or give features that tell the "
-                    "parameters apart."
-                )
-                _logger.warning(
-                    f"The features (distance {distance!r}) do not group the {dims} parameters "
-                    f"into {n_clusters} clusters better than chance (permutation test, "
-                    f"p = {self._structure_pvalue:.2f}): the clusters may tie unrelated "
-                    f"parameters together. {then}"
-                )
+                self._warn_unstructured(distance, fallback=unstructured_fallback)
                 if unstructured_fallback:
-                    self._schedule = make_schedule(
-                        dims=dims,
-                        n_clusters=dims,
-                        bridge_clusters=None,
-                        rollback_at=None,
-                        patience=None,
-                        patience_from=None,
+                    self._schedule = Schedule(
+                        sizes=(dims,), rollback_at=(), patience=None, patience_from=None
                     )
         self._clusters = [self._tree.cut(k) for k in self._schedule.sizes]
         self._lows = np.array([d.low for d in self._search_space.values()])
@@ -445,6 +428,21 @@ class BOCRSampler(BaseSampler):
         self._independent_sampler.after_trial(study, trial, state, values)
 
     # -- Internals -------------------------------------------------------------------------------
+
+    def _warn_unstructured(self, distance: str, *, fallback: bool) -> None:
+        then = (
+            "BOCRSampler searches one variable per parameter from the first trial "
+            "(unstructured_fallback=True)."
+            if fallback
+            else "Clustering anyway; pass unstructured_fallback=True to search one variable "
+            "per parameter instead, or give features that tell the parameters apart."
+        )
+        _logger.warning(
+            f"The features (distance {distance!r}) do not group the {len(self._names)} "
+            f"parameters into {self._schedule.sizes[0]} clusters better than chance "
+            f"(permutation test, p = {self._structure_pvalue:.2f}): the clusters may tie "
+            f"unrelated parameters together. {then}"
+        )
 
     def _feature_arrays(
         self, feats: ParameterFeatures, distance: str
