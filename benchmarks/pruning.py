@@ -389,6 +389,7 @@ def report(
     curves: dict[str, dict[str, np.ndarray]] = {}
     for task in tasks:
         data: dict[str, dict[int, list[dict[str, Any]]]] = {}
+        structure: set[str] = set()  # BOCR's verdict on the layer features
         for method in methods:
             for seed in seeds:
                 try:
@@ -399,6 +400,12 @@ def report(
                     continue
                 recs = common.trial_records(study)
                 data.setdefault(method, {})[seed] = recs
+                settings = study.user_attrs.get("sampler", {})
+                if settings.get("structure_pvalue") is not None:
+                    structure.add(
+                        f"p = {settings['structure_pvalue']:g} "
+                        f"(stage sizes {settings.get('stage_sizes')})"
+                    )
                 best = -math.inf
                 for r in recs:
                     if r["state"] == "COMPLETE" and r["value"] is not None:
@@ -427,6 +434,12 @@ def report(
             + ".",
             "",
         ]
+        if structure:
+            lines += [
+                "BOCR's structure test on the layer features (clusters kept as asked): "
+                + "; ".join(sorted(structure)),
+                "",
+            ]
         # best-so-far per method and seed
         bests: dict[str, dict[int, np.ndarray]] = {}
         for method, per_seed in data.items():
