@@ -18,7 +18,9 @@ Tasks: ``resnet20`` (9 prunable layers; BOCR with 3 clusters, bridge 6; lbound 0
 ``resnet56`` (27 layers; 3 clusters, bridge 9; lbound 0.1), ``mobilenet_v1`` (6 clusters,
 bridge 10; lbound 0.2); all at 50% FLOPs unless ``--flops-ratio`` is given. Rollback
 schedule: the original's (direct at 100, gradual at 100 and 150, patience 20 from 80/130)
-scaled by ``n_trials / 200``, so exactly the original at 200 trials.
+scaled by ``n_trials / 200``, so exactly the original at 200 trials. ``--methods all`` runs
+the three BOCR variants and Optuna's GP, TPE, CMA-ES and random samplers; ``bocr-early``
+(gradual rollback with stagnation checked from trial 30 and 60) runs only when named.
 
 Examples::
 
@@ -540,7 +542,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--methods",
         default="all",
-        help="comma-separated: " + ", ".join(common.ALL_METHODS) + " or all",
+        help="comma-separated: "
+        + ", ".join(common.KNOWN_METHODS)
+        + " or all (all but "
+        + ", ".join(common.EXTRA_METHODS)
+        + ")",
     )
     p.add_argument("--seeds", default="3", help="N (seeds 0..N-1), 'a-b' or 'a,b,c'")
     p.add_argument("--n-trials", type=int, default=200, help="complete trials per study")
@@ -614,7 +620,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--report-only", action="store_true", help="only rebuild the report")
     args = p.parse_args(argv)
     tasks = common.parse_list(args.tasks, list(TASKS))
-    methods = common.parse_list(args.methods, common.ALL_METHODS)
+    methods = common.parse_list(args.methods, common.KNOWN_METHODS, common.ALL_METHODS)
     seeds = common.parse_seeds(args.seeds)
     args.log_every = max(1, args.log_every)
     if args.threads > 0:

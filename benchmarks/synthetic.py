@@ -598,7 +598,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Tasks: " + ", ".join(TASKS) + ". Methods: " + ", ".join(common.ALL_METHODS),
+        epilog="Tasks: " + ", ".join(TASKS) + ". Methods: " + ", ".join(common.KNOWN_METHODS),
     )
     parser.add_argument("--tasks", default="all", help="comma-separated tasks (default all)")
     parser.add_argument("--methods", default="all", help="comma-separated methods (default all)")
@@ -627,7 +627,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     tasks = common.parse_list(args.tasks, TASKS)
-    methods = common.parse_list(args.methods, common.ALL_METHODS)
+    methods = common.parse_list(args.methods, common.KNOWN_METHODS, common.ALL_METHODS)
     seeds = common.parse_seeds(args.seeds)
     out = Path(args.out)
 
