@@ -360,6 +360,7 @@ def plot_curves(
     ylabel: str,
     logy: bool = False,
     titles: Mapping[str, str] | None = None,
+    zoom_from: int | None = None,
 ) -> None:
     """Plot best-so-far curves: median over seeds with the inter-quartile band.
 
@@ -369,6 +370,9 @@ def plot_curves(
         ylabel: Label of the y axis.
         logy: Log scale on the y axis (for regret).
         titles: Optional task -> subplot title.
+        zoom_from: For curves that increase (accuracy), start the y axis at the lowest
+            median of any method at this trial (1-based), so that the first random trials
+            do not squash the differences that matter; ``None`` shows everything.
     """
     import matplotlib
 
@@ -393,6 +397,14 @@ def plot_curves(
             ax.plot(x, med, style, color=colors(ci % 10), label=label, lw=1.6)
             if arr.shape[0] > 1:
                 ax.fill_between(x, lo, hi, color=colors(ci % 10), alpha=0.12, lw=0)
+        if zoom_from is not None:
+            at = [
+                float(np.median(np.asarray(a, dtype=float)[:, min(zoom_from, a.shape[1]) - 1]))
+                for a in curves[task].values()
+            ]
+            top = max(float(np.max(a)) for a in curves[task].values())
+            if at and min(at) < top:
+                ax.set_ylim(min(at) - 0.05 * (top - min(at)), top + 0.05 * (top - min(at)))
         ax.set_title((titles or {}).get(task, task))
         ax.set_xlabel("trials")
         ax.set_ylabel(ylabel)

@@ -518,7 +518,9 @@ def report(
         ]
     (out / "raw.csv").write_text("\n".join(csv_rows) + "\n")
     if curves:
-        common.plot_curves(curves, out / "pruning.png", ylabel="best validation top-1 (%)")
+        common.plot_curves(
+            curves, out / "pruning.png", ylabel="best validation top-1 (%)", zoom_from=10
+        )
         lines += ["![best-so-far curves](pruning.png)", ""]
     text = "\n".join(lines)
     (out / "results.md").write_text(text)
