@@ -287,6 +287,7 @@ def final_eval(args: argparse.Namespace, task: str, methods: list[str], seeds: l
 
     from optuna_bocr._training import evaluate
     from optuna_bocr._training import train
+    from optuna_bocr.pruning import count_flops
 
     path = Path(args.out) / f"final_{task}.json"
     cache: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
@@ -315,7 +316,7 @@ def final_eval(args: argparse.Namespace, task: str, methods: list[str], seeds: l
             f"{method}|{best[1]}|{best[2].number}|ft{args.finetune_epochs:g}"
             f"-m{args.finetune_max_images}-lr{args.finetune_lr:g}|test{args.test_size}"
         )
-        if cache.get(method, {}).get("key") == key:
+        if cache.get(method, {}).get("key") == key and "flops_ratio" in cache[method]:
             continue
         objective = get_objective(args, task)
         if "baseline_test_top1" not in cache or cache.get("test_size") != args.test_size:
@@ -333,6 +334,7 @@ def final_eval(args: argparse.Namespace, task: str, methods: list[str], seeds: l
             cache["test_size"] = args.test_size
         t0 = time.perf_counter()
         pruned = objective.export(best[2])
+        flops = count_flops(pruned, (1, *objective.input_size)) / objective.original_flops
         top1 = evaluate(pruned, test, device=args.device)[0]
         ft_top1 = None
         if args.finetune_epochs > 0:
@@ -353,13 +355,14 @@ def final_eval(args: argparse.Namespace, task: str, methods: list[str], seeds: l
             "study": best[1],
             "trial": best[2].number,
             "val_top1": best[0],
+            "flops_ratio": flops,
             "test_top1": top1,
             "test_top1_finetuned": ft_top1,
             "seconds": time.perf_counter() - t0,
         }
         print(
             f"[final] {task} {method}: best val {best[0]:.2f}% ({best[1]} #{best[2].number}), "
-            f"test {top1:.2f}%"
+            f"FLOPs {flops:.3f} of the unpruned model, test {top1:.2f}%"
             + (f", after fine-tune {ft_top1:.2f}%" if ft_top1 is not None else ""),
             flush=True,
         )
@@ -377,6 +380,35 @@ def _range(values: list[float]) -> str:
     if not values:
         return "-"
     return f"{np.median(values):.2f} [{min(values):.2f}, {max(values):.2f}]"
+
+
+def _stage_changes(data: dict[str, dict[int, list[dict[str, Any]]]]) -> list[str]:
+    """Markdown lines: the trial numbers at which each BOCR study entered a new stage."""
+    rows = []
+    for method, per_seed in data.items():
+        for seed, recs in sorted(per_seed.items()):
+            firsts: dict[int, int] = {}
+            for r in recs:
+                if r["stage"] is not None:
+                    firsts.setdefault(int(r["stage"]), r["number"])
+            if len(firsts) > 0:
+                changes = [str(n) for stage, n in sorted(firsts.items()) if stage > 0]
+                rows.append(
+                    [
+                        common.METHOD_LABELS.get(method, method),
+                        str(seed),
+                        ", ".join(changes) or "none",
+                    ]
+                )
+    if not rows:
+        return []
+    return [
+        "Trial numbers at which each BOCR study entered its next stage (bridge, then one "
+        "ratio per layer for gradual rollback):",
+        "",
+        common.markdown_table(["method", "seed", "stage changes"], rows),
+        "",
+    ]
 
 
 def report(
@@ -462,7 +494,7 @@ def report(
                 "sampler time",
                 "eval time",
                 "sampler share",
-                "best model: val / test / test fine-tuned",
+                "best model: FLOPs / val / test / test fine-tuned",
             ]
         )
         rows = []
@@ -490,9 +522,11 @@ def report(
             fin_txt = "-"
             if fin:
                 ft = fin["test_top1_finetuned"]
-                fin_txt = f"{fin['val_top1']:.2f} / {fin['test_top1']:.2f} / " + (
-                    f"{ft:.2f}" if ft is not None else "-"
-                )
+                flops = fin.get("flops_ratio")
+                fin_txt = (
+                    (f"{flops:.3f} / " if flops is not None else "- / ")
+                    + f"{fin['val_top1']:.2f} / {fin['test_top1']:.2f} / "
+                ) + (f"{ft:.2f}" if ft is not None else "-")
             rows.append(
                 [common.METHOD_LABELS.get(method, method), str(len(curves_of_seed))]
                 + cells
@@ -512,10 +546,12 @@ def report(
             "Best val: median [min, max] over seeds of the best validation top-1 (%) so far. "
             f"GP's final best (median over seeds): {threshold:.2f}%. Times: median over seeds "
             "of the total per run. Best model: the best trial over all seeds of the method, "
-            f"exported and tested; fine-tuned {args.finetune_epochs:g} epoch(s) of "
+            "exported (FLOPs: of the physically pruned model, as a fraction of the "
+            f"unpruned one) and tested; fine-tuned {args.finetune_epochs:g} epoch(s) of "
             f"{args.finetune_max_images or 'all'} images at lr {args.finetune_lr:g}.",
             "",
         ]
+        lines += _stage_changes(data)
     (out / "raw.csv").write_text("\n".join(csv_rows) + "\n")
     if curves:
         common.plot_curves(

@@ -1,0 +1,107 @@
+"""The pruning benchmark script end to end on a tiny budget: report, export, resume."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+import sys
+from types import ModuleType
+
+import optuna
+from optuna.trial import TrialState
+import pytest
+
+from optuna_bocr.data import DataSplits
+
+_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pruning.py"
+
+
+@pytest.fixture(scope="module")
+def pruning_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_pruning", _SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_pruning"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _argv(tmp_path: Path, n_trials: int, *extra: str) -> list[str]:
+    return [
+        "--tasks",
+        "resnet20",
+        "--methods",
+        "bocr-gradual,tpe",
+        "--seeds",
+        "1",
+        "--n-trials",
+        str(n_trials),
+        "--train-epochs",
+        "1",
+        "--train-max-images",
+        "256",
+        "--val-size",
+        "200",
+        "--n-calibration-images",
+        "128",
+        "--test-size",
+        "200",
+        "--finetune-max-images",
+        "128",
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--storage",
+        f"sqlite:///{tmp_path / 'studies.db'}",
+        "--out",
+        str(tmp_path / "out"),
+        *extra,
+    ]
+
+
+def test_pruning_benchmark_runs_reports_and_resumes(
+    fashion_splits: DataSplits,  # skips when Fashion-MNIST is not installed
+    pruning_script: ModuleType,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pruning_script.main(_argv(tmp_path, 3))
+    out = tmp_path / "out"
+    printed = capsys.readouterr().out
+    assert "[train] resnet20" in printed
+
+    # Report: one row per method, every trial in the CSV, a plot, the final evaluation.
+    results = (out / "results.md").read_text()
+    assert "| BOCR gradual rollback | 1 |" in results
+    assert "| TPESampler | 1 |" in results
+    assert "stage changes" in results
+    with open(out / "raw.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["method"], r["trial"]) for r in rows} == {
+        (m, str(i)) for m in ("bocr-gradual", "tpe") for i in range(3)
+    }
+    assert all(0.0 <= float(r["val_top1"]) <= 100.0 for r in rows)
+    assert (out / "pruning.png").stat().st_size > 0
+    final = json.loads((out / "final_resnet20.json").read_text())
+    for method in ("bocr-gradual", "tpe"):
+        entry = final[method]
+        assert 0.0 <= entry["test_top1"] <= 100.0
+        assert entry["test_top1_finetuned"] is not None
+        assert entry["flops_ratio"] <= 0.5 + 1e-6
+
+    # A crash leaves a RUNNING trial behind; the same command with a larger budget marks it
+    # FAIL, keeps the finished trials and runs only the missing one.
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    name = "pruning-resnet20-flops0.5-val200-tpe-seed0"
+    study = optuna.load_study(study_name=name, storage=storage)
+    before = [(t.params, t.value) for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    study.ask()
+    pruning_script.main(_argv(tmp_path, 4, "--skip-final"))
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3 + [
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+    ]
+    assert [(t.params, t.value) for t in trials[:3]] == before
+    assert "[train]" not in capsys.readouterr().out  # the checkpoint is reused
