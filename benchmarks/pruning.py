@@ -312,11 +312,11 @@ def final_eval(args: argparse.Namespace, task: str, methods: list[str], seeds: l
                     best = (value, name, t)
         if best is None:
             continue
-        key = (
-            f"{method}|{best[1]}|{best[2].number}|ft{args.finetune_epochs:g}"
+        key = (  # "flops|": entries cached before the FLOPs were recorded are redone
+            f"flops|{method}|{best[1]}|{best[2].number}|ft{args.finetune_epochs:g}"
             f"-m{args.finetune_max_images}-lr{args.finetune_lr:g}|test{args.test_size}"
         )
-        if cache.get(method, {}).get("key") == key and "flops_ratio" in cache[method]:
+        if cache.get(method, {}).get("key") == key:
             continue
         objective = get_objective(args, task)
         if "baseline_test_top1" not in cache or cache.get("test_size") != args.test_size:
@@ -391,7 +391,7 @@ def _stage_changes(data: dict[str, dict[int, list[dict[str, Any]]]]) -> list[str
             for r in recs:
                 if r["stage"] is not None:
                     firsts.setdefault(int(r["stage"]), r["number"])
-            if len(firsts) > 0:
+            if firsts:
                 changes = [str(n) for stage, n in sorted(firsts.items()) if stage > 0]
                 rows.append(
                     [
