@@ -158,7 +158,8 @@ class BOCRSampler(BaseSampler):
     the same stage (system attr), which keeps the per-trial time small. Running trials are
     fantasised at the GP's posterior mean (kriging believer), and a proposal within 1e-3 (of
     the stage's range, in every coordinate) of any other trial's proposal is skipped for the
-    next best candidate.
+    next best candidate, also when another worker proposes it at the same moment (each
+    proposal is stored first and checked against the others' afterwards).
 
     Stage changes: with ``B`` bridge stages there are ``B + 1`` changes; change ``i``
     (to stage ``i + 1``) happens at the first trial whose number is at least
@@ -379,8 +380,7 @@ class BOCRSampler(BaseSampler):
             # (The device context costs a Python call per tensor operation, so only here.)
             with torch.device("cpu"):
                 values, stage, cluster_values = self._propose(study, trial)
-        storage = study._storage
-        storage.set_trial_system_attr(trial._trial_id, PROPOSAL_ATTR, [float(v) for v in values])
+        storage = study._storage  # _propose stored the proposal (PROPOSAL_ATTR) already.
         storage.set_trial_user_attr(trial._trial_id, _keys.STAGE_KEY, int(stage))
         storage.set_trial_user_attr(
             trial._trial_id, _keys.N_CLUSTERS_KEY, int(self._schedule.sizes[stage])
@@ -602,11 +602,14 @@ class BOCRSampler(BaseSampler):
                 )
                 candidates = rng.random((16, dim))
 
-        u = self._first_new(candidates, np.concatenate([x_obs, x_pending]), study, trial, to_unit)
-        cluster_values = lower + u * width
         member_cluster = np.argmax(mat, axis=0)
-        full = np.clip(cluster_values[member_cluster], self._lows, self._highs)
-        return full, stage, cluster_values
+
+        def to_full(u: np.ndarray) -> np.ndarray:
+            return np.clip((lower + u * width)[member_cluster], self._lows, self._highs)
+
+        known = np.concatenate([x_obs, x_pending])
+        u = self._claim(candidates, known, study, trial, to_unit, to_full)
+        return to_full(u), stage, lower + u * width
 
     def _with_moved_proposals(
         self,
@@ -688,30 +691,51 @@ class BOCRSampler(BaseSampler):
                 return np.asarray(rec["theta"], dtype=float)
         return None
 
-    def _first_new(
+    def _claim(
         self,
         candidates: np.ndarray,
         known: np.ndarray,
         study: Study,
         trial: FrozenTrial,
-        to_unit: Any,
+        to_unit: Callable[[np.ndarray], np.ndarray],
+        to_full: Callable[[np.ndarray], np.ndarray],
     ) -> np.ndarray:
-        """The best candidate that no earlier or running trial already has."""
-        # Re-read every trial: another worker may have proposed (and even finished) meanwhile.
-        others = study._get_trials(deepcopy=False, use_cache=False)
-        fresh = [
-            x
-            for t in others
-            if t.number != trial.number
-            for x in [self._actual_vector(t, proposal_only=True)]
-            if x is not None
-        ]
-        if fresh:
-            known = np.concatenate([known, to_unit(np.asarray(fresh))])
+        """Store the best candidate that no other trial has as this trial's proposal.
+
+        Workers that propose at the same moment from the same history find the same optimum.
+        So each candidate is written to the storage first and compared with every other
+        trial's proposal afterwards: of two trials that claim the same point at once, the
+        one that reads last sees the other's claim and moves on to its next candidate (both
+        may), and no two trials keep one point. In one process nothing else writes in between
+        and this is the best candidate not near ``known`` or an earlier proposal.
+        """
+        storage = study._storage
         for u in candidates:
-            if len(known) == 0 or np.min(np.max(np.abs(known - u), axis=1)) > _DUPLICATE_TOL:
+            if _near(known, u):
+                continue
+            storage.set_trial_system_attr(trial._trial_id, PROPOSAL_ATTR, to_full(u).tolist())
+            # Re-read every trial: another worker may have proposed (and even finished) meanwhile.
+            others = [
+                x
+                for t in study._get_trials(deepcopy=False, use_cache=False)
+                if t.number != trial.number
+                for x in [self._actual_vector(t, proposal_only=True)]
+                if x is not None
+            ]
+            if not others:
                 return u
-        return candidates[0]
+            others_unit = to_unit(np.asarray(others))
+            if not _near(others_unit, u):
+                return u
+            known = np.concatenate([known, others_unit])
+        u = candidates[0]  # Every candidate is taken: repeat the best one.
+        storage.set_trial_system_attr(trial._trial_id, PROPOSAL_ATTR, to_full(u).tolist())
+        return u
+
+
+def _near(points: np.ndarray, u: np.ndarray) -> bool:
+    """Whether a row of ``points`` is within the duplicate tolerance of ``u`` (max norm)."""
+    return len(points) > 0 and bool(np.min(np.max(np.abs(points - u), axis=1)) <= _DUPLICATE_TOL)
 
 
 def _finite_1d(values: ArrayLike, what: str) -> np.ndarray:

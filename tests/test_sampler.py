@@ -19,6 +19,7 @@ from optuna_bocr import _keys
 from optuna_bocr import ACTUAL_PARAMS_KEY
 from optuna_bocr import BOCRSampler
 from optuna_bocr import ParameterFeatures
+from optuna_bocr._sampler import _DUPLICATE_TOL
 from optuna_bocr._sampler import PROPOSAL_ATTR
 from optuna_bocr._sampler import STAGE_OPEN_ATTR
 from optuna_bocr._schedule import ROLLBACK_MARGIN
@@ -488,6 +489,46 @@ def test_two_workers_on_one_sqlite_file(tmp_path: Path) -> None:
     assert len(vectors) == 30
     # After the stage change, all trials use one set of bounds (the lowest opener's).
     assert {t.user_attrs[_keys.STAGE_KEY] for t in trials[21:]} == {1}
+
+
+class _ClaimRaceStorage(optuna.storages.RDBStorage):
+    """A real SQLite storage that runs ``before`` once, just before ``trial_id``'s proposal is
+    written: another worker's whole proposal happens between this trial's reads and its
+    write, the interleaving that two processes hit only now and then."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.trial_id: int | None = None
+        self.before: Any = None
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if key == PROPOSAL_ATTR and trial_id == self.trial_id and self.before is not None:
+            before, self.before = self.before, None
+            before()
+        super().set_trial_system_attr(trial_id, key, value)
+
+
+def test_workers_proposing_at_once_do_not_share_a_point(tmp_path: Path) -> None:
+    storage = _ClaimRaceStorage(f"sqlite:///{tmp_path / 'race.db'}")
+    # One variable: both workers' acquisition optimisers find the same maximum.
+    worker_a, worker_b = (
+        _sampler(n_clusters=1, n_startup_trials=4, rollback_at=None) for _ in "ab"
+    )
+    study = optuna.create_study(storage=storage, direction="maximize", sampler=worker_a)
+    study.optimize(_objective, n_trials=8)
+    a, b = study.ask(), study.ask()  # Both RUNNING, neither has proposed yet.
+
+    def frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+        return study._storage.get_trial(trial._trial_id)
+
+    storage.trial_id = b._trial_id
+    storage.before = lambda: worker_a.sample_relative(study, frozen(a), SPACE)
+    proposal_b = worker_b.sample_relative(study, frozen(b), SPACE)
+    assert storage.before is None  # Worker A did propose in between.
+    proposal_a = frozen(a).system_attrs[PROPOSAL_ATTR]
+    assert frozen(b).system_attrs[PROPOSAL_ATTR] == [proposal_b[n] for n in NAMES]
+    apart = max(abs(x - y) for x, y in zip(proposal_a, proposal_b.values(), strict=True))
+    assert apart > _DUPLICATE_TOL * (1.0 - 0.1)  # The tolerance is relative to the range.
 
 
 def test_running_trials_are_fantasised(tmp_path: Path) -> None:
