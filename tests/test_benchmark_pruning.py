@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import csv
 import importlib.util
 import json
@@ -19,13 +20,19 @@ _SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pruning.py"
 
 
 @pytest.fixture(scope="module")
-def pruning_script() -> ModuleType:
+def pruning_script() -> Iterator[ModuleType]:
     spec = importlib.util.spec_from_file_location("bench_pruning", _SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    saved_path = list(sys.path)  # The script puts benchmarks/ first on sys.path.
     sys.modules["bench_pruning"] = module
-    spec.loader.exec_module(module)
-    return module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path[:] = saved_path
+        for name in ("bench_pruning", "_common"):
+            sys.modules.pop(name, None)
 
 
 def _argv(tmp_path: Path, n_trials: int, *extra: str) -> list[str]:

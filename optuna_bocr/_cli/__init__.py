@@ -1,0 +1,1 @@
+"""The ``optuna-bocr`` command line (private); the entry point is :func:`optuna_bocr.cli.main`."""
