@@ -150,10 +150,11 @@ class BOCRSampler(BaseSampler):
     prior) with Sobol candidates and L-BFGS-B, inside the current stage's bounds.
 
     Everything the sampler needs is derived from the trial history in the storage and from
-    ``(seed, trial number)``: write-once per-trial system attrs record each proposal and, on
-    the trial that opens a stage, that stage's bounds. So a study resumed in another
-    process, or shared by several workers, continues the same way; a study run for 40
-    trials in one process proposes exactly what 20 + 20 trials in two processes propose.
+    ``(seed, trial number)``: per-trial system attrs record each proposal (fixed before the
+    trial gets its params) and, on the trial that opens a stage, that stage's bounds. So a
+    study resumed in another process, or shared by several workers, continues the same way;
+    a study run for 40 trials in one process proposes exactly what 20 + 20 trials in two
+    processes propose.
     Each GP fit warm-starts from the hyperparameters stored on the latest earlier trial of
     the same stage (system attr), which keeps the per-trial time small. Running trials are
     fantasised at the GP's posterior mean (kriging believer), and a proposal within 1e-3 (of
