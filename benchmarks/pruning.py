@@ -151,6 +151,7 @@ def get_objective(args: argparse.Namespace, task: str) -> Any:
             device=args.device,
             n_calibration_images=args.n_calibration_images,
             autocast=args.autocast,
+            evaluate_pruned=not args.masked_eval,
             seed=0,
         )
         obj = _CACHE[key]
@@ -171,11 +172,12 @@ def get_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def study_name(args: argparse.Namespace, task: str, method: str, seed: int) -> str:
-    """Study name: task, budget, validation size, precision, method and seed."""
+    """Study name: task, budget, validation size, precision, evaluation, method and seed."""
     precision = "-autocast" if args.autocast else ""
+    evaluation = "-masked" if args.masked_eval else ""
     return (
-        f"pruning-{task}-flops{args.flops_ratio:g}-val{args.val_size}{precision}-{method}"
-        f"-seed{seed}"
+        f"pruning-{task}-flops{args.flops_ratio:g}-val{args.val_size}{precision}{evaluation}"
+        f"-{method}-seed{seed}"
     )
 
 
@@ -608,6 +610,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="evaluate trials under torch.autocast (bfloat16 on CPU, float16 on CUDA); the "
         "study names get an -autocast suffix, so such studies never mix with float32 ones",
+    )
+    p.add_argument(
+        "--masked-eval",
+        action="store_true",
+        help="evaluate trials on the full-size network with the pruned channels zeroed "
+        "rather than on the physically pruned copy (same accuracy up to rounding, slower); "
+        "the study names get a -masked suffix",
     )
     p.add_argument(
         "--data-root",

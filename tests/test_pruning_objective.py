@@ -143,6 +143,50 @@ def test_full_ratios_are_the_baseline(trained_resnet, splits) -> None:  # noqa: 
     assert result[TOP1_KEY] == objective.baseline_top1
 
 
+def test_pruned_and_masked_evaluation_agree(
+    objective: PruningObjective,
+    trained_resnet,  # noqa: ANN001
+    splits,  # noqa: ANN001
+) -> None:
+    """Trials run on the physically pruned copy by default; the masked network agrees."""
+    masked = PruningObjective(
+        trained_resnet,
+        calibration=Subset(splits.train, range(2000, 4000)),
+        validation=Subset(splits.val, range(500)),
+        n_calibration_images=300,
+        eval_batch_size=250,
+        device="cpu",
+        evaluate_pruned=False,
+    )
+    reference = {k: v.clone() for k, v in objective._model.state_dict().items()}
+    full_size_calls = []
+    handles = [
+        obj._model.register_forward_hook(lambda m, i, o: full_size_calls.append(m))
+        for obj in (objective, masked)
+    ]
+    rng = np.random.default_rng(5)
+    differences = []
+    for _ in range(4):
+        ratios = _random_ratios(objective, rng)
+        pruned_result, masked_result = objective.evaluate(ratios), masked.evaluate(ratios)
+        assert pruned_result[ACTUAL_PARAMS_KEY] == masked_result[ACTUAL_PARAMS_KEY]
+        assert pruned_result[FLOPS_RATIO_KEY] == masked_result[FLOPS_RATIO_KEY]
+        differences.append(abs(pruned_result[TOP1_KEY] - masked_result[TOP1_KEY]))
+        differences.append(abs(pruned_result[TOP5_KEY] - masked_result[TOP5_KEY]))
+    for handle in handles:
+        handle.remove()
+    # Only the masked objective ran its full-size network (2 batches per evaluation); the
+    # other one ran its pruned copies (which inherit the hook).
+    assert sum(m is masked._model for m in full_size_calls) == 8
+    assert sum(m is objective._model for m in full_size_calls) == 0
+    assert len(full_size_calls) >= 16
+    # float32 rounding may flip the odd image of 500 (0.2 points each), never more.
+    assert max(differences) <= 0.4, differences
+    # Building the pruned copy leaves the objective's own network as it was.
+    for key, value in objective._model.state_dict().items():
+        assert torch.equal(value, reference[key]), key
+
+
 def test_reconstruction_beats_plain_masking(objective: PruningObjective, splits) -> None:  # noqa: ANN001
     """The least-squares refit fits the unpruned layer's output better on unseen images."""
     name = "layer3.1.conv2"
