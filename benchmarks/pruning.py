@@ -678,6 +678,9 @@ def main(argv: list[str] | None = None) -> None:
         for task in tasks:
             ensure_checkpoint(args, task)
         jobs = [(args, t, m, s) for t in tasks for m in methods for s in seeds]
+        # Create the storage's tables here, once: Optuna's first-time schema setup fails
+        # (IntegrityError on alembic_version) when two workers run it on a new file at once.
+        get_storage(args.storage)
         print(
             f"{len(jobs)} studies, {args.n_trials} trials each, {args.jobs} process(es)",
             flush=True,

@@ -654,6 +654,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{len(jobs)} runs ({len(tasks)} tasks x {len(methods)} methods x "
             f"{len(seeds)} seeds), {args.n_trials} trials each, {args.jobs} process(es)"
         )
+        if args.storage is not None:
+            # Create the tables once, before the workers: Optuna's first-time schema setup
+            # fails when two processes run it on a new SQLite file at once.
+            optuna.storages.RDBStorage(args.storage)
         common.run_jobs(run_one, jobs, args.jobs)
     print(report(out, tasks, methods))
     print(f"\nwritten: {out / 'results.md'}, {out / 'raw.csv'}, {out / 'synthetic.png'}")
