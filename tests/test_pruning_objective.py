@@ -55,17 +55,23 @@ def trained_resnet(trained_resnet20):  # noqa: ANN001, ANN201
     return trained_resnet20
 
 
+def _resnet_objective(trained_resnet, splits, **overrides) -> PruningObjective:  # noqa: ANN001, ANN003
+    """The objective of the ``objective`` fixture, with some arguments changed."""
+    kwargs = {
+        "calibration": Subset(splits.train, range(2000, 4000)),
+        "validation": Subset(splits.val, range(500)),
+        "flops_ratio": 0.5,
+        "n_calibration_images": 300,
+        "eval_batch_size": 250,
+        "device": "cpu",
+        **overrides,
+    }
+    return PruningObjective(trained_resnet, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def objective(trained_resnet, splits):  # noqa: ANN001, ANN201
-    return PruningObjective(
-        trained_resnet,
-        calibration=Subset(splits.train, range(2000, 4000)),
-        validation=Subset(splits.val, range(500)),
-        flops_ratio=0.5,
-        n_calibration_images=300,
-        eval_batch_size=250,
-        device="cpu",
-    )
+    return _resnet_objective(trained_resnet, splits)
 
 
 def _random_ratios(objective: PruningObjective, rng: np.random.Generator) -> dict[str, float]:
@@ -118,14 +124,7 @@ def test_deterministic(objective: PruningObjective, trained_resnet, splits) -> N
     first = objective.evaluate(ratios)
     second = objective.evaluate(ratios)
     assert first[TOP1_KEY] == second[TOP1_KEY] and first[TOP5_KEY] == second[TOP5_KEY]
-    again = PruningObjective(
-        trained_resnet,
-        calibration=Subset(splits.train, range(2000, 4000)),
-        validation=Subset(splits.val, range(500)),
-        n_calibration_images=300,
-        eval_batch_size=250,
-        device="cpu",
-    )
+    again = _resnet_objective(trained_resnet, splits)
     assert again.evaluate(ratios)[TOP1_KEY] == first[TOP1_KEY]
 
 
@@ -149,15 +148,7 @@ def test_pruned_and_masked_evaluation_agree(
     splits,  # noqa: ANN001
 ) -> None:
     """Trials run on the physically pruned copy by default; the masked network agrees."""
-    masked = PruningObjective(
-        trained_resnet,
-        calibration=Subset(splits.train, range(2000, 4000)),
-        validation=Subset(splits.val, range(500)),
-        n_calibration_images=300,
-        eval_batch_size=250,
-        device="cpu",
-        evaluate_pruned=False,
-    )
+    masked = _resnet_objective(trained_resnet, splits, evaluate_pruned=False)
     reference = {k: v.clone() for k, v in objective._model.state_dict().items()}
     full_size_calls = []
     handles = [
@@ -390,14 +381,7 @@ def test_sampled_patches_match_the_convolution(conv: nn.Conv2d, splits) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu(trained_resnet, splits, objective: PruningObjective) -> None:  # noqa: ANN001
-    on_gpu = PruningObjective(
-        trained_resnet,
-        calibration=Subset(splits.train, range(2000, 4000)),
-        validation=Subset(splits.val, range(500)),
-        n_calibration_images=300,
-        eval_batch_size=250,
-        device="auto",
-    )
+    on_gpu = _resnet_objective(trained_resnet, splits, device="auto")
     assert on_gpu.device.type == "cuda"
     ratios = _random_ratios(objective, np.random.default_rng(3))
     cpu, gpu = objective.evaluate(ratios), on_gpu.evaluate(ratios)
@@ -406,12 +390,5 @@ def test_cuda_matches_cpu(trained_resnet, splits, objective: PruningObjective) -
     assert on_gpu.evaluate(ratios)[TOP1_KEY] == gpu[TOP1_KEY]
     exported = on_gpu.export(ratios)
     assert next(exported.parameters()).device.type == "cuda"
-    fast = PruningObjective(
-        trained_resnet,
-        calibration=Subset(splits.train, range(2000, 4000)),
-        validation=Subset(splits.val, range(500)),
-        n_calibration_images=300,
-        device="cuda",
-        autocast=True,
-    )
+    fast = _resnet_objective(trained_resnet, splits, device="cuda", autocast=True)
     assert abs(fast.evaluate(ratios)[TOP1_KEY] - cpu[TOP1_KEY]) <= 2.0
