@@ -136,7 +136,7 @@ class PruningObjective:
     evaluated on the physically smaller network (what :meth:`export` returns, built in a few
     hundredths of a second), so an evaluation costs about the pruned network's FLOPs rather
     than the full network's; ``evaluate_pruned=False`` evaluates the full-size network with
-    the pruned channels zeroed instead (as BOCR's original code does). Both compute the same
+    the pruned channels zeroed instead (as the BOCR paper does). Both compute the same
     function up to floating-point rounding.
 
     A layer is prunable when removing its input channels only requires removing the output
