@@ -8,7 +8,8 @@ and/or on the masked full-size one.
 
 Usage::
 
-    python benchmarks/trial_speed.py [--models resnet20 resnet56] [--devices cpu cuda]
+    python benchmarks/trial_speed.py [--models resnet20 resnet56 mobilenet_v1]
+        [--devices cpu cuda]
         [--repeats 3] [--autocast] [--evaluation pruned masked]
 
 Needs the Fashion-MNIST idx files (Debian package ``dataset-fashion-mnist``).
