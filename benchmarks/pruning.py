@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 import sys
 import time
@@ -52,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
 CHECKPOINTS = (25, 50, 100, 200)
+CHECKPOINT_ATTR = "checkpoint_sha256"  # study user attr: fingerprint of the pruned network
 DATASET = "fashion-mnist"
 
 TASKS: dict[str, dict[str, Any]] = {
@@ -103,19 +105,33 @@ def ensure_checkpoint(args: argparse.Namespace, task: str) -> Path:
         return path
     splits = get_splits(args)
     model = build_model(
-        TASKS[task]["model"], num_classes=splits.num_classes, in_channels=splits.in_channels
+        TASKS[task]["model"],
+        num_classes=splits.num_classes,
+        in_channels=splits.in_channels,
+        seed=0,  # with train(seed=0): the same checkpoint on every run of the same settings
     )
-    print(f"[train] {task}: {args.train_epochs} epochs on {DATASET} -> {path}", flush=True)
+    # Training on the CPU is deterministic for a given number of threads, not across them:
+    # train on all cores whatever --threads says, so the checkpoint depends on the machine only.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or threads)
+    print(
+        f"[train] {task}: {args.train_epochs} epochs on {DATASET} -> {path} "
+        f"({torch.get_num_threads()} threads)",
+        flush=True,
+    )
     t0 = time.perf_counter()
-    train(
-        model,
-        splits.train,
-        epochs=args.train_epochs,
-        device=args.device,
-        seed=0,
-        max_images=args.train_max_images,
-        progress=True,
-    )
+    try:
+        train(
+            model,
+            splits.train,
+            epochs=args.train_epochs,
+            device=args.device,
+            seed=0,
+            max_images=args.train_max_images,
+            progress=True,
+        )
+    finally:
+        torch.set_num_threads(threads)
     top1, _ = evaluate(model, splits.val, device=args.device)
     print(
         f"[train] {task}: val top-1 {top1:.2f}% after {time.perf_counter() - t0:.0f} s",
@@ -126,6 +142,55 @@ def ensure_checkpoint(args: argparse.Namespace, task: str) -> Path:
     torch.save({"state_dict": model.cpu().state_dict(), "val_top1": top1}, tmp)
     tmp.replace(path)
     return path
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    """SHA-256 of a checkpoint's tensors (names, dtypes, shapes and values), 16 hex digits.
+
+    Recorded on every study, so that resuming against a different checkpoint (one trained
+    again after the cached file was lost, or with other settings) is refused instead of
+    mixing two networks in one study.
+    """
+    import hashlib
+
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def check_checkpoints(args: argparse.Namespace, jobs: list[tuple[Any, ...]]) -> None:
+    """Refuse to resume studies that were run with another checkpoint than the cached one.
+
+    Raises:
+        SystemExit: Naming the studies, the fingerprints and what to do; nothing has run.
+    """
+    storage = get_storage(args.storage)
+    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    current: dict[str, str] = {}
+    clashes = []
+    for _, task, method, seed in jobs:
+        summary = summaries.get(study_name(args, task, method, seed))
+        if summary is None:
+            continue
+        if task not in current:
+            current[task] = checkpoint_fingerprint(checkpoint_path(args, task))
+        recorded = summary.user_attrs.get(CHECKPOINT_ATTR)
+        if recorded is not None and recorded != current[task]:
+            clashes.append(f"{summary.study_name} (run with {recorded})")
+    if clashes:
+        raise SystemExit(
+            "Refusing to resume studies that were run with another checkpoint than "
+            f"{', '.join(f'{checkpoint_path(args, t)} ({fp})' for t, fp in current.items())}: "
+            + "; ".join(clashes)
+            + ". Restore the checkpoint those studies used, or give another --storage (or "
+            "--work-dir) to start new studies; nothing was run or changed."
+        )
 
 
 def get_objective(args: argparse.Namespace, task: str) -> Any:
@@ -229,6 +294,7 @@ def run_one(args: argparse.Namespace, task: str, method: str, seed: int) -> None
         load_if_exists=True,
     )
     study.set_user_attr("sampler", json.loads(json.dumps(settings, default=str)))
+    study.set_user_attr(CHECKPOINT_ATTR, checkpoint_fingerprint(checkpoint_path(args, task)))
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         print(f"[resume] {name}: marking stale running trial {t.number} as FAIL", flush=True)
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
@@ -681,6 +747,7 @@ def main(argv: list[str] | None = None) -> None:
         # Create the storage's tables here, once: Optuna's first-time schema setup fails
         # (IntegrityError on alembic_version) when two workers run it on a new file at once.
         get_storage(args.storage)
+        check_checkpoints(args, jobs)
         print(
             f"{len(jobs)} studies, {args.n_trials} trials each, {args.jobs} process(es)",
             flush=True,

@@ -13,6 +13,7 @@ from types import ModuleType
 import optuna
 from optuna.trial import TrialState
 import pytest
+import torch
 
 from optuna_bocr.data import DataSplits
 
@@ -112,3 +113,25 @@ def test_pruning_benchmark_runs_reports_and_resumes(
     ]
     assert [(t.params, t.value) for t in trials[:3]] == before
     assert "[train]" not in capsys.readouterr().out  # the checkpoint is reused
+
+    # A lost checkpoint is trained again bit for bit (seeded weights and data order), so the
+    # studies resume; a checkpoint that differs from the one a study was run with is refused.
+    checkpoint = next((tmp_path / "work" / "checkpoints").glob("resnet20-*.pt"))
+    recorded = optuna.load_study(study_name=name, storage=storage).user_attrs[
+        pruning_script.CHECKPOINT_ATTR
+    ]
+    assert recorded == pruning_script.checkpoint_fingerprint(checkpoint)
+    checkpoint.unlink()
+    pruning_script.main(_argv(tmp_path, 4, "--skip-final"))
+    assert "[train] resnet20" in capsys.readouterr().out
+    assert pruning_script.checkpoint_fingerprint(checkpoint) == recorded
+
+    state = torch.load(checkpoint, weights_only=True)
+    first = next(k for k, v in state["state_dict"].items() if v.is_floating_point())
+    state["state_dict"][first] = state["state_dict"][first] + 1.0
+    torch.save(state, checkpoint)
+    n_before = len(optuna.load_study(study_name=name, storage=storage).trials)
+    with pytest.raises(SystemExit, match="another checkpoint") as excinfo:
+        pruning_script.main(_argv(tmp_path, 5, "--skip-final"))
+    assert name in str(excinfo.value) and recorded in str(excinfo.value)
+    assert len(optuna.load_study(study_name=name, storage=storage).trials) == n_before

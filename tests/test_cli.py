@@ -244,6 +244,13 @@ def test_train_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "(300 images)" in stdout
     load_checkpoint(resnet20(in_channels=1), out)
 
+    # The same --seed trains the same baseline (seeded weights, data order, augmentation).
+    again = tmp_path / "ckpt" / "again.pt"
+    argv = ["train", "--quiet", "--epochs", "1", "--images", "600", "--val-size", "300"]
+    assert main(argv + ["--test-size", "300", "--output", str(again)]) == 0
+    state, state_again = obj["state_dict"], torch.load(again, weights_only=True)["state_dict"]
+    assert all(torch.equal(state[k], state_again[k]) for k in state)
+
 
 # -- the real pipeline -------------------------------------------------------------------
 

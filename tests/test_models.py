@@ -202,3 +202,18 @@ def test_whole_model_pickles(tmp_path: Path) -> None:
         x = torch.randn(2, 3, 32, 32)
         with torch.no_grad():
             assert torch.equal(model.eval()(x), loaded.eval()(x))
+
+
+def test_build_model_seed_fixes_the_initial_weights() -> None:
+    def weights(seed: int | None) -> torch.Tensor:
+        model = build_model("resnet20", num_classes=10, in_channels=1, seed=seed)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    a = weights(0)
+    assert torch.equal(torch.rand(3), expected_next)  # the global RNG is left as it was
+    assert torch.equal(weights(0), a)
+    assert not torch.equal(weights(1), a)
+    assert not torch.equal(weights(None), weights(None))

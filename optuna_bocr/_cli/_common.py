@@ -97,11 +97,13 @@ def load_data(args: argparse.Namespace, val_size: int) -> Any:
         raise CLIError(first_line(e)) from e
 
 
-def build_model(name: str, splits: Any) -> Any:
+def build_model(name: str, splits: Any, *, seed: int | None = None) -> Any:
     from optuna_bocr.models import build_model
 
     try:
-        return build_model(name, num_classes=splits.num_classes, in_channels=splits.in_channels)
+        return build_model(
+            name, num_classes=splits.num_classes, in_channels=splits.in_channels, seed=seed
+        )
     except ValueError as e:
         raise CLIError(first_line(e)) from e
 

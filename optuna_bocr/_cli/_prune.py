@@ -268,7 +268,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     # 2. Data, baseline, objective (may train a baseline; still nothing in the storage).
     splits = load_data(args, args.val_size)
     calibration_images = min(args.calibration_images, len(splits.train))
-    model = build_model(args.model, splits)
+    model = build_model(args.model, splits, seed=args.seed)
     checkpoint, meta = _prepare_baseline(args, splits, model, device)
     if meta and (meta.get("seed") != args.seed or meta.get("val_size", 0) < args.val_size):
         _logger.warning(

@@ -93,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.epochs <= 0:
         raise CLIError("--epochs must be positive")
     splits = load_data(args, args.val_size)
-    model = build_model(args.model, splits)
+    model = build_model(args.model, splits, seed=args.seed)
     output = (
         Path(args.output)
         if args.output

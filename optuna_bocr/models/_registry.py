@@ -38,7 +38,9 @@ def model_names() -> list[str]:
     return list(_SHIPPED)
 
 
-def build_model(name: str, *, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+def build_model(
+    name: str, *, num_classes: int = 10, in_channels: int = 3, seed: int | None = None
+) -> nn.Module:
     """Build a randomly initialised network by name.
 
     Args:
@@ -51,6 +53,9 @@ def build_model(name: str, *, num_classes: int = 10, in_channels: int = 3) -> nn
             Output classes.
         in_channels:
             Input image channels.
+        seed:
+            Seed of the initial weights: the same seed gives the same network. The global
+            torch RNG is left as it was. :obj:`None` draws them from the global torch RNG.
 
     Returns:
         The network, in training mode, on the CPU.
@@ -58,6 +63,14 @@ def build_model(name: str, *, num_classes: int = 10, in_channels: int = 3) -> nn
     Raises:
         ValueError: For an unknown name.
     """
+    if seed is None:
+        return _build(name, num_classes=num_classes, in_channels=in_channels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build(name, num_classes=num_classes, in_channels=in_channels)
+
+
+def _build(name: str, *, num_classes: int, in_channels: int) -> nn.Module:
     if name in _SHIPPED:
         return _SHIPPED[name](num_classes=num_classes, in_channels=in_channels)
     if name.startswith(TORCHVISION_PREFIX):
