@@ -9,7 +9,10 @@ every method and seed (data seed 0); the run seed only seeds the sampler.
 
 Every (task, method, seed) study lives in one SQLite file (``--storage``); re-running the
 same command resumes: finished trials are kept, stale RUNNING trials of a killed run are
-marked FAIL, and only the missing trials are run. After the searches, each method's best trial
+marked FAIL, and only the missing trials are run. The checkpoint is trained from seeded
+weights on all cores, so a lost one is trained again identically on the same kind of
+machine; every study records its fingerprint, and resuming against another checkpoint is
+refused before anything runs. After the searches, each method's best trial
 (over seeds) is exported (physical pruning), evaluated on the test split, briefly fine-tuned
 and evaluated again (cached in ``--out``). The report (``results.md``, ``raw.csv``,
 ``pruning.png``) is rebuilt from the storage every time (``--report-only`` for just that).
