@@ -27,8 +27,8 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
-from optuna_bocr._keys import N_CLUSTERS_KEY
-from optuna_bocr._keys import STAGE_KEY
+from optuna_bocr.keys import N_CLUSTERS_KEY
+from optuna_bocr.keys import STAGE_KEY
 
 SAMPLER_SECONDS_ATTR = "bench:sampler_seconds"
 """User attr written by :class:`TimedSampler`: seconds spent in the sampler for the trial."""

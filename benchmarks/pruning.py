@@ -1,7 +1,7 @@
 """Real pruning benchmark: BOCR against Optuna's samplers on pruned CNNs (issue 5).
 
 Each task is a CNN trained on Fashion-MNIST (trained once by this script with
-``optuna_bocr._training.train``; the checkpoint is cached under ``--work-dir``, which is
+``optuna_bocr.training.train``; the checkpoint is cached under ``--work-dir``, which is
 outside git), pruned to a FLOPs budget by ``optuna_bocr.pruning.PruningObjective``. The
 objective is top-1 accuracy (%) on a validation split drawn from the training set, without
 fine-tuning. The validation split, the calibration images and the checkpoint are the same for
@@ -28,12 +28,12 @@ the three BOCR variants and Optuna's GP, TPE, CMA-ES and random samplers; ``bocr
 Examples::
 
     # tiny smoke run
-    python benchmarks/pruning.py --tasks resnet20 --methods gp,random --seeds 1 --n-trials 3 \\
+    python -m benchmarks.pruning --tasks resnet20 --methods gp,random --seeds 1 --n-trials 3 \\
         --train-epochs 1 --train-max-images 2000 --val-size 500 --n-calibration-images 500 \\
         --test-size 1000 --finetune-max-images 1000 --out benchmarks/_work/pruning-smoke \\
         --storage sqlite:///benchmarks/_work/pruning-smoke/studies.db
     # the full benchmark (resumable)
-    python benchmarks/pruning.py --tasks resnet56,mobilenet_v1 --seeds 3 --n-trials 200
+    python -m benchmarks.pruning --tasks resnet56,mobilenet_v1 --seeds 3 --n-trials 200
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ import json
 import math
 import os
 from pathlib import Path
-import sys
 import time
 from typing import Any
 
@@ -51,12 +50,11 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as common  # noqa: E402
+from benchmarks import _common as common
+from optuna_bocr.keys import CHECKPOINT_SHA256_KEY
 
 CHECKPOINTS = (25, 50, 100, 200)
-CHECKPOINT_ATTR = "checkpoint_sha256"  # study user attr: fingerprint of the pruned network
+
 DATASET = "fashion-mnist"
 
 TASKS: dict[str, dict[str, Any]] = {
@@ -99,9 +97,9 @@ def ensure_checkpoint(args: argparse.Namespace, task: str) -> Path:
     """Train the task's model once (if its checkpoint is missing) and return the path."""
     import torch
 
-    from optuna_bocr._training import evaluate
-    from optuna_bocr._training import train
     from optuna_bocr.models import build_model
+    from optuna_bocr.training import evaluate
+    from optuna_bocr.training import train
 
     path = checkpoint_path(args, task)
     if path.exists():
@@ -183,7 +181,7 @@ def check_checkpoints(args: argparse.Namespace, jobs: list[tuple[Any, ...]]) -> 
             continue
         if task not in current:
             current[task] = checkpoint_fingerprint(checkpoint_path(args, task))
-        recorded = summary.user_attrs.get(CHECKPOINT_ATTR)
+        recorded = summary.user_attrs.get(CHECKPOINT_SHA256_KEY)
         if recorded is not None and recorded != current[task]:
             clashes.append(f"{summary.study_name} (run with {recorded})")
     if clashes:
@@ -297,7 +295,7 @@ def run_one(args: argparse.Namespace, task: str, method: str, seed: int) -> None
         load_if_exists=True,
     )
     study.set_user_attr("sampler", json.loads(json.dumps(settings, default=str)))
-    study.set_user_attr(CHECKPOINT_ATTR, checkpoint_fingerprint(checkpoint_path(args, task)))
+    study.set_user_attr(CHECKPOINT_SHA256_KEY, checkpoint_fingerprint(checkpoint_path(args, task)))
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         print(f"[resume] {name}: marking stale running trial {t.number} as FAIL", flush=True)
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
@@ -356,9 +354,9 @@ def final_eval(args: argparse.Namespace, task: str, methods: list[str], seeds: l
     """
     import torch
 
-    from optuna_bocr._training import evaluate
-    from optuna_bocr._training import train
     from optuna_bocr.pruning import count_flops
+    from optuna_bocr.training import evaluate
+    from optuna_bocr.training import train
 
     path = Path(args.out) / f"final_{task}.json"
     cache: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}

@@ -6,7 +6,7 @@ half the unpruned FLOPs. The budget is enforced by the same rule as the pruning 
 (AMC's "action wall"): layers are decided in order and each proposed ratio is clipped down so
 that the target stays reachable if every later layer went to ``lbound``, never below
 ``lbound``. The clipped ratios are what is scored, and they are recorded on the trial as the
-user attr ``optuna_bocr._keys.ACTUAL_PARAMS_KEY`` (with ``FLOPS_RATIO_KEY``).
+user attr ``optuna_bocr.keys.ACTUAL_PARAMS_KEY`` (with ``FLOPS_RATIO_KEY``).
 
 Objective (maximised): ``100 - loss`` where ``loss = sum_i a_i * s_i ** q_i``,
 ``s_i = (1 - r_i) / (1 - lbound)`` (a convex accuracy-loss penalty per layer whose weight
@@ -50,10 +50,10 @@ features reveal) tied.
 
 Examples::
 
-    python benchmarks/synthetic.py --tasks grouped27 --methods gp,random --seeds 1 \\
+    python -m benchmarks.synthetic --tasks grouped27 --methods gp,random --seeds 1 \\
         --n-trials 15 --out benchmarks/_work/synthetic-smoke
-    python benchmarks/synthetic.py --jobs 2 --out benchmarks/_work/synthetic   # everything
-    python benchmarks/synthetic.py --report-only --out benchmarks/_work/synthetic
+    python -m benchmarks.synthetic --jobs 2 --out benchmarks/_work/synthetic   # everything
+    python -m benchmarks.synthetic --report-only --out benchmarks/_work/synthetic
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ from dataclasses import dataclass
 from dataclasses import field
 import math
 from pathlib import Path
-import sys
 import time
 from typing import Any
 
@@ -71,13 +70,10 @@ import numpy as np
 import optuna
 from optuna.distributions import FloatDistribution
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as common  # noqa: E402
-
-from optuna_bocr._features import ParameterFeatures  # noqa: E402
-from optuna_bocr._keys import ACTUAL_PARAMS_KEY  # noqa: E402
-from optuna_bocr._keys import FLOPS_RATIO_KEY  # noqa: E402
+from benchmarks import _common as common
+from optuna_bocr import ParameterFeatures
+from optuna_bocr.keys import ACTUAL_PARAMS_KEY
+from optuna_bocr.keys import FLOPS_RATIO_KEY
 
 TASKS = ("grouped27", "spread54", "misleading27", "hartmann6-50")
 CHECKPOINTS = (25, 50, 100, 150)

@@ -8,7 +8,7 @@ and/or on the masked full-size one.
 
 Usage::
 
-    python benchmarks/trial_speed.py [--models resnet20 resnet56 mobilenet_v1]
+    python -m benchmarks.trial_speed [--models resnet20 resnet56 mobilenet_v1]
         [--devices cpu cuda]
         [--repeats 3] [--autocast] [--evaluation pruned masked]
 

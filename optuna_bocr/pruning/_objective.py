@@ -19,13 +19,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset
 
-from optuna_bocr._features import ParameterFeatures
-from optuna_bocr._keys import ACTUAL_PARAMS_KEY
-from optuna_bocr._keys import EVAL_SECONDS_KEY
-from optuna_bocr._keys import FLOPS_RATIO_KEY
-from optuna_bocr._keys import PARAMS_RATIO_KEY
-from optuna_bocr._keys import TOP1_KEY
-from optuna_bocr._keys import TOP5_KEY
+from optuna_bocr.keys import ACTUAL_PARAMS_KEY
+from optuna_bocr.keys import EVAL_SECONDS_KEY
+from optuna_bocr.keys import FLOPS_RATIO_KEY
+from optuna_bocr.keys import PARAMS_RATIO_KEY
+from optuna_bocr.keys import TOP1_KEY
+from optuna_bocr.keys import TOP5_KEY
 from optuna_bocr.pruning._flops import BudgetModel
 from optuna_bocr.pruning._graph import find_prunable_layers
 from optuna_bocr.pruning._graph import measure_layers
@@ -34,6 +33,7 @@ from optuna_bocr.pruning._reconstruct import FeatureCapture
 from optuna_bocr.pruning._reconstruct import l1_importance
 from optuna_bocr.pruning._reconstruct import reconstruct
 from optuna_bocr.pruning._reconstruct import select_channels
+from optuna_bocr.sampler._features import ParameterFeatures
 
 _logger = optuna.logging.get_logger(__name__)
 
@@ -147,7 +147,7 @@ class PruningObjective:
     the inner convolutions of each block are prunable (the residual stream keeps its width),
     the first convolution (no producer) and the classifier (``Linear``) keep all their inputs.
 
-    Recorded user attributes on each trial (keys in :mod:`optuna_bocr._keys`):
+    Recorded user attributes on each trial (keys in :mod:`optuna_bocr.keys`):
     ``ACTUAL_PARAMS_KEY`` (layer -> actual ratio after clipping; set before evaluation, so
     pruned trials have it too), ``FLOPS_RATIO_KEY``, ``PARAMS_RATIO_KEY``, ``TOP1_KEY``,
     ``TOP5_KEY`` (with at least 10 classes) and ``EVAL_SECONDS_KEY``.

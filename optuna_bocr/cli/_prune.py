@@ -15,23 +15,23 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
-from optuna_bocr._cli._common import baseline_path
-from optuna_bocr._cli._common import build_model
-from optuna_bocr._cli._common import check_model_name
-from optuna_bocr._cli._common import check_writable
-from optuna_bocr._cli._common import CLIError
-from optuna_bocr._cli._common import CONFIG_ATTR
-from optuna_bocr._cli._common import first_line
-from optuna_bocr._cli._common import fmt_count
-from optuna_bocr._cli._common import load_data
-from optuna_bocr._cli._common import load_study_or_none
-from optuna_bocr._cli._common import load_weights
-from optuna_bocr._cli._common import make_objective
-from optuna_bocr._cli._common import open_storage
-from optuna_bocr._cli._common import resolve_device
-from optuna_bocr._cli._common import STUDY_CONFIG_KEYS
-from optuna_bocr._cli._export import export_to_file
-from optuna_bocr._cli._train import train_baseline
+from optuna_bocr.cli._common import baseline_path
+from optuna_bocr.cli._common import build_model
+from optuna_bocr.cli._common import check_model_name
+from optuna_bocr.cli._common import check_writable
+from optuna_bocr.cli._common import CLIError
+from optuna_bocr.cli._common import first_line
+from optuna_bocr.cli._common import fmt_count
+from optuna_bocr.cli._common import load_data
+from optuna_bocr.cli._common import load_study_or_none
+from optuna_bocr.cli._common import load_weights
+from optuna_bocr.cli._common import make_objective
+from optuna_bocr.cli._common import open_storage
+from optuna_bocr.cli._common import resolve_device
+from optuna_bocr.cli._common import STUDY_CONFIG_KEYS
+from optuna_bocr.cli._export import export_to_file
+from optuna_bocr.cli._train import train_baseline
+from optuna_bocr.keys import STUDY_CONFIG_KEY
 
 _logger = optuna.logging.get_logger(__name__)
 
@@ -62,7 +62,7 @@ def _check_existing_study(study: optuna.study.Study, args: argparse.Namespace) -
             f"study {name!r} in {url} is not a single-objective maximisation study; "
             "choose another --study-name"
         )
-    stored = study.user_attrs.get(CONFIG_ATTR)
+    stored = study.user_attrs.get(STUDY_CONFIG_KEY)
     if stored is None:
         return
     wanted = _study_config(args)
@@ -243,9 +243,9 @@ def _pooled(objectives: list[Any]) -> Callable[[optuna.Trial], float]:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     """``optuna-bocr prune``."""
-    from optuna_bocr._keys import FLOPS_RATIO_KEY
-    from optuna_bocr._keys import PARAMS_RATIO_KEY
-    from optuna_bocr._keys import STAGE_KEY
+    from optuna_bocr.keys import FLOPS_RATIO_KEY
+    from optuna_bocr.keys import PARAMS_RATIO_KEY
+    from optuna_bocr.keys import STAGE_KEY
 
     if not args.verbose:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -306,9 +306,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["top1"])
-    if CONFIG_ATTR not in study.user_attrs:
+    if STUDY_CONFIG_KEY not in study.user_attrs:
         config = _study_config(args)
-        study.set_user_attr(CONFIG_ATTR, config)
+        study.set_user_attr(STUDY_CONFIG_KEY, config)
         for key in ("model", "dataset", "flops_target"):
             study.set_user_attr(key, config[key])
     study.set_user_attr("checkpoint", checkpoint)

@@ -7,12 +7,12 @@ from collections.abc import Callable
 import math
 from typing import NoReturn
 
-from optuna_bocr._cli._common import DEFAULT_STORAGE
-from optuna_bocr._cli._common import PROG
-from optuna_bocr._cli._common import SAMPLERS
-from optuna_bocr._cli._export import cmd_export
-from optuna_bocr._cli._prune import cmd_prune
-from optuna_bocr._cli._train import cmd_train
+from optuna_bocr.cli._common import DEFAULT_STORAGE
+from optuna_bocr.cli._common import PROG
+from optuna_bocr.cli._common import SAMPLERS
+from optuna_bocr.cli._export import cmd_export
+from optuna_bocr.cli._prune import cmd_prune
+from optuna_bocr.cli._train import cmd_train
 
 
 class _Parser(argparse.ArgumentParser):

@@ -9,7 +9,7 @@ from scipy.optimize import minimize
 from scipy.stats import qmc
 import torch
 
-from optuna_bocr._gp import Posterior
+from optuna_bocr.sampler._gp import Posterior
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _SQRT_HALF = math.sqrt(0.5)

@@ -18,19 +18,19 @@ import optuna
 import pytest
 import torch
 
-from optuna_bocr._keys import ACTUAL_PARAMS_KEY
-from optuna_bocr._keys import FLOPS_RATIO_KEY
-from optuna_bocr._keys import N_CLUSTERS_KEY
-from optuna_bocr._keys import PARAMS_RATIO_KEY
-from optuna_bocr._keys import STAGE_KEY
-from optuna_bocr._keys import TOP1_KEY
 from optuna_bocr.cli import main
 from optuna_bocr.data._datasets import DEBIAN_FASHION_MNIST
+from optuna_bocr.keys import ACTUAL_PARAMS_KEY
+from optuna_bocr.keys import FLOPS_RATIO_KEY
+from optuna_bocr.keys import N_CLUSTERS_KEY
+from optuna_bocr.keys import PARAMS_RATIO_KEY
+from optuna_bocr.keys import STAGE_KEY
+from optuna_bocr.keys import TOP1_KEY
 
 HAVE_DATA = (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file()
 HAVE_PIPELINE = all(
     importlib.util.find_spec(m) is not None
-    for m in ("optuna_bocr._sampler", "optuna_bocr.pruning._objective")
+    for m in ("optuna_bocr.sampler._sampler", "optuna_bocr.pruning._objective")
 )
 needs_data = pytest.mark.skipif(
     not HAVE_DATA, reason="Fashion-MNIST not installed: apt-get install dataset-fashion-mnist"

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 import sys
 
-from optuna_bocr._cli._common import CLIError
-from optuna_bocr._cli._common import PROG
-from optuna_bocr._cli._parser import build_parser
+from optuna_bocr.cli._common import CLIError
+from optuna_bocr.cli._common import PROG
+from optuna_bocr.cli._parser import build_parser
 
 __all__ = ["build_parser", "CLIError", "main"]
 

@@ -3,7 +3,9 @@
 These are the whole seam between :class:`~optuna_bocr.BOCRSampler` and
 :mod:`optuna_bocr.pruning`: the objective records what it really evaluated under these
 user-attr keys, the sampler reads them back from storage, and optuna-dashboard shows them.
-Every key is defined here and nowhere else.
+Every key of the package is defined here and nowhere else: the objective's and the
+sampler's trial attrs, the command line's study config and the benchmarks' checkpoint
+fingerprint.
 """
 
 from __future__ import annotations
@@ -49,3 +51,13 @@ CLUSTER_VALUES_KEY = "bocr:cluster_values"
 
 SYSTEM_ATTR_PREFIX = "bocr:"
 """Prefix of every system attr that :class:`~optuna_bocr.BOCRSampler` writes."""
+
+
+# -- Written by the command line and the benchmarks (study user attrs) -------------------------
+
+STUDY_CONFIG_KEY = "optuna_bocr:config"
+"""Study user attr: the settings a ``optuna-bocr prune`` study was created with (model,
+dataset, FLOPs target, sampler, ...); ``export`` and resuming read them back."""
+
+CHECKPOINT_SHA256_KEY = "checkpoint_sha256"
+"""Study user attr: SHA-256 over the tensors of the checkpoint that the study prunes."""

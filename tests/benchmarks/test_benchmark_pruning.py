@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import csv
-import importlib.util
+import importlib
 import json
 from pathlib import Path
-import sys
 from types import ModuleType
 
 import optuna
@@ -16,24 +14,12 @@ import pytest
 import torch
 
 from optuna_bocr.data import DataSplits
-
-_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pruning.py"
+from optuna_bocr.keys import CHECKPOINT_SHA256_KEY
 
 
 @pytest.fixture(scope="module")
-def pruning_script() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("bench_pruning", _SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    saved_path = list(sys.path)  # The script puts benchmarks/ first on sys.path.
-    sys.modules["bench_pruning"] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path[:] = saved_path
-        for name in ("bench_pruning", "_common"):
-            sys.modules.pop(name, None)
+def pruning_script() -> ModuleType:
+    return importlib.import_module("benchmarks.pruning")
 
 
 def _argv(tmp_path: Path, n_trials: int, *extra: str) -> list[str]:
@@ -118,7 +104,7 @@ def test_pruning_benchmark_runs_reports_and_resumes(
     # studies resume; a checkpoint that differs from the one a study was run with is refused.
     checkpoint = next((tmp_path / "work" / "checkpoints").glob("resnet20-*.pt"))
     recorded = optuna.load_study(study_name=name, storage=storage).user_attrs[
-        pruning_script.CHECKPOINT_ATTR
+        CHECKPOINT_SHA256_KEY
     ]
     assert recorded == pruning_script.checkpoint_fingerprint(checkpoint)
     checkpoint.unlink()

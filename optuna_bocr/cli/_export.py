@@ -11,19 +11,19 @@ import optuna
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
-from optuna_bocr._cli._common import build_model
-from optuna_bocr._cli._common import check_writable
-from optuna_bocr._cli._common import CLIError
-from optuna_bocr._cli._common import CONFIG_ATTR
-from optuna_bocr._cli._common import first_line
-from optuna_bocr._cli._common import fmt_count
-from optuna_bocr._cli._common import load_data
-from optuna_bocr._cli._common import load_study_or_none
-from optuna_bocr._cli._common import load_weights
-from optuna_bocr._cli._common import make_objective
-from optuna_bocr._cli._common import open_storage
-from optuna_bocr._cli._common import resolve_device
-from optuna_bocr._cli._common import STUDY_CONFIG_KEYS
+from optuna_bocr.cli._common import build_model
+from optuna_bocr.cli._common import check_writable
+from optuna_bocr.cli._common import CLIError
+from optuna_bocr.cli._common import first_line
+from optuna_bocr.cli._common import fmt_count
+from optuna_bocr.cli._common import load_data
+from optuna_bocr.cli._common import load_study_or_none
+from optuna_bocr.cli._common import load_weights
+from optuna_bocr.cli._common import make_objective
+from optuna_bocr.cli._common import open_storage
+from optuna_bocr.cli._common import resolve_device
+from optuna_bocr.cli._common import STUDY_CONFIG_KEYS
+from optuna_bocr.keys import STUDY_CONFIG_KEY
 
 
 def export_to_file(
@@ -32,7 +32,7 @@ def export_to_file(
     path: Path,
     study: optuna.study.Study,
 ) -> Path:
-    from optuna_bocr._keys import ACTUAL_PARAMS_KEY
+    from optuna_bocr.keys import ACTUAL_PARAMS_KEY
     from optuna_bocr.pruning import count_flops
     from optuna_bocr.pruning import save_pruned
 
@@ -41,7 +41,7 @@ def export_to_file(
     except (ValueError, TypeError, RuntimeError) as e:
         raise CLIError(f"cannot export trial {trial.number}: {first_line(e)}") from e
     input_size = tuple(int(s) for s in objective.input_size)
-    config = study.user_attrs.get(CONFIG_ATTR, {})
+    config = study.user_attrs.get(STUDY_CONFIG_KEY, {})
     metadata = {
         "study_name": study.study_name,
         "trial_number": trial.number,
@@ -104,7 +104,7 @@ def _plot_ratios(objective: Any, trial: FrozenTrial, path: Path, title: str) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from optuna_bocr._keys import ACTUAL_PARAMS_KEY
+    from optuna_bocr.keys import ACTUAL_PARAMS_KEY
 
     names = list(objective.search_space)
     ratios = objective.clip(trial.user_attrs.get(ACTUAL_PARAMS_KEY, trial.params))
@@ -138,14 +138,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from torch.utils.data import Subset
 
-    from optuna_bocr._training import evaluate
-    from optuna_bocr._training import measure_latency
-    from optuna_bocr._training import train
+    from optuna_bocr.training import evaluate
+    from optuna_bocr.training import measure_latency
+    from optuna_bocr.training import train
 
     device = resolve_device(args.device)
     storage = open_storage(args.storage)
     study = _pick_study(storage, args.study_name, args.storage)
-    config = study.user_attrs.get(CONFIG_ATTR)
+    config = study.user_attrs.get(STUDY_CONFIG_KEY)
     if not isinstance(config, dict):
         raise CLIError(f"study {study.study_name!r} was not made by `optuna-bocr prune`")
     trial = _pick_trial(study, args.trial)

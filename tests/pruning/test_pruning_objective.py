@@ -15,12 +15,12 @@ from torch.utils.data import Subset
 from torch.utils.data import TensorDataset
 
 from optuna_bocr import ParameterFeatures
-from optuna_bocr._keys import ACTUAL_PARAMS_KEY
-from optuna_bocr._keys import EVAL_SECONDS_KEY
-from optuna_bocr._keys import FLOPS_RATIO_KEY
-from optuna_bocr._keys import PARAMS_RATIO_KEY
-from optuna_bocr._keys import TOP1_KEY
-from optuna_bocr._keys import TOP5_KEY
+from optuna_bocr.keys import ACTUAL_PARAMS_KEY
+from optuna_bocr.keys import EVAL_SECONDS_KEY
+from optuna_bocr.keys import FLOPS_RATIO_KEY
+from optuna_bocr.keys import PARAMS_RATIO_KEY
+from optuna_bocr.keys import TOP1_KEY
+from optuna_bocr.keys import TOP5_KEY
 from optuna_bocr.models import resnet20
 from optuna_bocr.pruning import PruningObjective
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from optuna_bocr._schedule import make_schedule
-from optuna_bocr._schedule import rollback_bounds
-from optuna_bocr._schedule import ROLLBACK_MARGIN
-from optuna_bocr._schedule import should_advance
+from optuna_bocr.sampler._schedule import make_schedule
+from optuna_bocr.sampler._schedule import rollback_bounds
+from optuna_bocr.sampler._schedule import ROLLBACK_MARGIN
+from optuna_bocr.sampler._schedule import should_advance
 
 
 def _sched(**kw: object):  # type: ignore[no-untyped-def]

@@ -8,13 +8,13 @@ from pathlib import Path
 import time
 from typing import Any
 
-from optuna_bocr._cli._common import baseline_path
-from optuna_bocr._cli._common import build_model
-from optuna_bocr._cli._common import check_model_name
-from optuna_bocr._cli._common import check_writable
-from optuna_bocr._cli._common import CLIError
-from optuna_bocr._cli._common import load_data
-from optuna_bocr._cli._common import resolve_device
+from optuna_bocr.cli._common import baseline_path
+from optuna_bocr.cli._common import build_model
+from optuna_bocr.cli._common import check_model_name
+from optuna_bocr.cli._common import check_writable
+from optuna_bocr.cli._common import CLIError
+from optuna_bocr.cli._common import load_data
+from optuna_bocr.cli._common import resolve_device
 
 
 def train_baseline(
@@ -33,8 +33,8 @@ def train_baseline(
 ) -> dict[str, Any]:
     import torch
 
-    from optuna_bocr._training import evaluate
-    from optuna_bocr._training import train
+    from optuna_bocr.training import evaluate
+    from optuna_bocr.training import train
 
     n = len(splits.train) if max_images is None else min(max_images, len(splits.train))
     print(
@@ -86,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``optuna-bocr train``."""
     from torch.utils.data import Subset
 
-    from optuna_bocr._training import evaluate
+    from optuna_bocr.training import evaluate
 
     check_model_name(args.model)
     device = resolve_device(args.device)

@@ -15,14 +15,14 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
 import pytest
 
-from optuna_bocr import _keys
 from optuna_bocr import ACTUAL_PARAMS_KEY
 from optuna_bocr import BOCRSampler
+from optuna_bocr import keys as _keys
 from optuna_bocr import ParameterFeatures
-from optuna_bocr._sampler import _DUPLICATE_TOL
-from optuna_bocr._sampler import PROPOSAL_ATTR
-from optuna_bocr._sampler import STAGE_OPEN_ATTR
-from optuna_bocr._schedule import ROLLBACK_MARGIN
+from optuna_bocr.sampler._sampler import _DUPLICATE_TOL
+from optuna_bocr.sampler._sampler import PROPOSAL_ATTR
+from optuna_bocr.sampler._sampler import STAGE_OPEN_ATTR
+from optuna_bocr.sampler._schedule import ROLLBACK_MARGIN
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -564,10 +564,10 @@ def test_fast_posterior_matches_gpytorch_and_fantasies_shrink_variance() -> None
     import gpytorch
     import torch
 
-    from optuna_bocr._acquisition import log_ei
-    from optuna_bocr._acquisition import optimize_log_ei
-    from optuna_bocr._gp import fit_gp
-    from optuna_bocr._gp import Posterior
+    from optuna_bocr.sampler._acquisition import log_ei
+    from optuna_bocr.sampler._acquisition import optimize_log_ei
+    from optuna_bocr.sampler._gp import fit_gp
+    from optuna_bocr.sampler._gp import Posterior
 
     rng = np.random.default_rng(0)
     x = rng.random((15, 3))

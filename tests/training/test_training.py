@@ -7,15 +7,15 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from optuna_bocr._training import _random_crop_flip
-from optuna_bocr._training import evaluate
-from optuna_bocr._training import measure_latency
-from optuna_bocr._training import resolve_device
-from optuna_bocr._training import train
 from optuna_bocr.data import ImageTensorDataset
 from optuna_bocr.data import load_splits
 from optuna_bocr.data._datasets import DEBIAN_FASHION_MNIST
 from optuna_bocr.models import resnet20
+from optuna_bocr.training import evaluate
+from optuna_bocr.training import measure_latency
+from optuna_bocr.training import resolve_device
+from optuna_bocr.training import train
+from optuna_bocr.training._training import _random_crop_flip
 
 needs_data = pytest.mark.skipif(
     not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),

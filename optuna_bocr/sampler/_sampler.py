@@ -23,18 +23,18 @@ from optuna.trial import TrialState
 from scipy.stats import qmc
 import torch
 
-from optuna_bocr import _keys
-from optuna_bocr._acquisition import optimize_log_ei
-from optuna_bocr._clustering import distance_matrix
-from optuna_bocr._clustering import structure_pvalue
-from optuna_bocr._clustering import WardTree
-from optuna_bocr._features import ParameterFeatures
-from optuna_bocr._gp import fit_gp
-from optuna_bocr._gp import Posterior
-from optuna_bocr._schedule import make_schedule
-from optuna_bocr._schedule import rollback_bounds
-from optuna_bocr._schedule import Schedule
-from optuna_bocr._schedule import should_advance
+from optuna_bocr import keys as _keys
+from optuna_bocr.sampler._acquisition import optimize_log_ei
+from optuna_bocr.sampler._clustering import distance_matrix
+from optuna_bocr.sampler._clustering import structure_pvalue
+from optuna_bocr.sampler._clustering import WardTree
+from optuna_bocr.sampler._features import ParameterFeatures
+from optuna_bocr.sampler._gp import fit_gp
+from optuna_bocr.sampler._gp import Posterior
+from optuna_bocr.sampler._schedule import make_schedule
+from optuna_bocr.sampler._schedule import rollback_bounds
+from optuna_bocr.sampler._schedule import Schedule
+from optuna_bocr.sampler._schedule import should_advance
 
 if TYPE_CHECKING:
     from optuna.study import Study

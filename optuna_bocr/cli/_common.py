@@ -15,7 +15,7 @@ SAMPLERS = ("bocr", "gp", "tpe", "cmaes", "random")
 
 
 # Study user attrs written by ``prune`` and read back by ``export`` (CLI-only; the keys that
-# the sampler and the objective share live in optuna_bocr._keys).
+# the sampler and the objective share live in optuna_bocr.keys).
 STUDY_CONFIG_KEYS = (
     "model",
     "dataset",
@@ -26,7 +26,6 @@ STUDY_CONFIG_KEYS = (
     "seed",
     "image_size",
 )
-CONFIG_ATTR = "optuna_bocr:config"
 
 
 class CLIError(Exception):
@@ -73,7 +72,7 @@ def check_model_name(name: str) -> None:
 
 
 def resolve_device(name: str) -> Any:
-    from optuna_bocr._training import resolve_device
+    from optuna_bocr.training import resolve_device
 
     try:
         return resolve_device(name)

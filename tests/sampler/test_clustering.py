@@ -6,11 +6,11 @@ from scipy.spatial.distance import jensenshannon
 from scipy.spatial.distance import squareform
 from scipy.stats import gaussian_kde
 
-from optuna_bocr._clustering import distance_matrix
-from optuna_bocr._clustering import kde_densities
-from optuna_bocr._clustering import silhouette
-from optuna_bocr._clustering import structure_pvalue
-from optuna_bocr._clustering import WardTree
+from optuna_bocr.sampler._clustering import distance_matrix
+from optuna_bocr.sampler._clustering import kde_densities
+from optuna_bocr.sampler._clustering import silhouette
+from optuna_bocr.sampler._clustering import structure_pvalue
+from optuna_bocr.sampler._clustering import WardTree
 
 GROUPS = [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 11]]
 

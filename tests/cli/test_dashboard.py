@@ -17,19 +17,17 @@ import urllib.request
 import optuna
 import pytest
 
-from optuna_bocr._keys import ACTUAL_PARAMS_KEY
-from optuna_bocr._keys import CLUSTER_VALUES_KEY
-from optuna_bocr._keys import FLOPS_RATIO_KEY
-from optuna_bocr._keys import N_CLUSTERS_KEY
-from optuna_bocr._keys import PARAMS_RATIO_KEY
-from optuna_bocr._keys import STAGE_KEY
-from optuna_bocr._keys import TOP1_KEY
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_cli import HAVE_DATA  # noqa: E402
-from test_cli import HAVE_PIPELINE  # noqa: E402
-from test_cli import make_cli_study  # noqa: E402
-from test_cli import STUDY  # noqa: E402
+from optuna_bocr.keys import ACTUAL_PARAMS_KEY
+from optuna_bocr.keys import CLUSTER_VALUES_KEY
+from optuna_bocr.keys import FLOPS_RATIO_KEY
+from optuna_bocr.keys import N_CLUSTERS_KEY
+from optuna_bocr.keys import PARAMS_RATIO_KEY
+from optuna_bocr.keys import STAGE_KEY
+from optuna_bocr.keys import TOP1_KEY
+from tests.cli.test_cli import HAVE_DATA
+from tests.cli.test_cli import HAVE_PIPELINE
+from tests.cli.test_cli import make_cli_study
+from tests.cli.test_cli import STUDY
 
 pytestmark = pytest.mark.skipif(
     not (HAVE_DATA and HAVE_PIPELINE),

@@ -1,0 +1,1 @@
+"""Benchmarks of optuna-bocr, run as modules: ``python -m benchmarks.pruning``."""

@@ -1,1 +1,0 @@
-"""The ``optuna-bocr`` command line (private); the entry point is :func:`optuna_bocr.cli.main`."""
