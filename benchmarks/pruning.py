@@ -1,4 +1,4 @@
-"""Real pruning benchmark: BOCR against Optuna's samplers on pruned CNNs (issue 5).
+"""Real pruning benchmark: BOCR against Optuna's samplers on pruned CNNs.
 
 Each task is a CNN trained on Fashion-MNIST (trained once by this script with
 ``optuna_bocr.training.train``; the checkpoint is cached under ``--work-dir``, which is

@@ -1,4 +1,4 @@
-"""Synthetic benchmark: cheap NumPy stand-ins for CNN channel pruning (issue 2).
+"""Synthetic benchmark: cheap NumPy stand-ins for CNN channel pruning.
 
 Every parameter is a layer's preserve ratio in ``[lbound, 1]`` (``lbound = 0.1``). Each layer
 has a FLOPs weight; the FLOPs of a strategy are ``fixed + sum_i w_i r_i`` and the budget is
@@ -71,6 +71,7 @@ import optuna
 from optuna.distributions import FloatDistribution
 
 from benchmarks import _common as common
+from optuna_bocr import BOCRSampler
 from optuna_bocr import ParameterFeatures
 from optuna_bocr.keys import ACTUAL_PARAMS_KEY
 from optuna_bocr.keys import FLOPS_RATIO_KEY
@@ -448,7 +449,7 @@ def run_one(
         # tasks' pass it) give one variable per parameter instead of arbitrary clusters.
         unstructured_fallback=True,
     )
-    if hasattr(sampler, "structure_pvalue"):  # BOCR: what the structure test decided
+    if isinstance(sampler, BOCRSampler):  # What the structure test decided
         settings = {
             **settings,
             "structure_pvalue": sampler.structure_pvalue,

@@ -31,7 +31,7 @@ TOP1_KEY = "top1"
 """User attr: top-1 accuracy (%) on the validation split."""
 
 TOP5_KEY = "top5"
-"""User attr: top-5 accuracy (%) on the validation split (only with >= 10 classes)."""
+"""User attr: top-5 accuracy (%) on the validation split (100 for 5 classes or fewer)."""
 
 EVAL_SECONDS_KEY = "eval_seconds"
 """User attr: wall-clock seconds spent pruning and evaluating the trial."""
@@ -59,5 +59,15 @@ STUDY_CONFIG_KEY = "optuna_bocr:config"
 """Study user attr: the settings a ``optuna-bocr prune`` study was created with (model,
 dataset, FLOPs target, sampler, ...); ``export`` and resuming read them back."""
 
+FINETUNED_KEY = "optuna_bocr:finetuned"
+"""Study user attr: fine-tuned accuracies of the top trials (``optuna-bocr export
+--top-k``), ``{str(trial number): {"val_top1", "search_top1", "test_top1"?, "settings"?}}``
+(finished trials cannot take new user attrs in Optuna, so they are kept on the study)."""
+
 CHECKPOINT_SHA256_KEY = "checkpoint_sha256"
 """Study user attr: SHA-256 over the tensors of the checkpoint that the study prunes."""
+
+BOCR_STRUCTURE_KEY = "bocr:structure"
+"""Study user attr written with the dashboard note (``optuna_bocr.cli._note``): the BOCR
+layout of the study, ``{"stage_sizes": [...], "clusters": [[[names], ...], ...],
+"structure_pvalue": float | None}``; ``export`` colours its ratio plot by it."""

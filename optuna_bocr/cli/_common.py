@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import os
 from pathlib import Path
+import tempfile
 from typing import Any
+from typing import TYPE_CHECKING
 
 import optuna
+
+if TYPE_CHECKING:
+    from optuna_bocr.cli._settings import DataSettings
 
 PROG = "optuna-bocr"
 DEFAULT_STORAGE = "sqlite:///optuna-bocr.db"
@@ -25,6 +30,7 @@ STUDY_CONFIG_KEYS = (
     "val_size",
     "seed",
     "image_size",
+    "model_kwargs",
 )
 
 
@@ -47,17 +53,48 @@ def default_cache_dir() -> Path:
 
 
 def baseline_path(
-    cache_dir: str | os.PathLike[str] | None, model: str, dataset: str, seed: int
+    cache_dir: str | os.PathLike[str] | None,
+    model: str,
+    dataset: str,
+    seed: int,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> Path:
     """Where ``train`` saves, and ``prune`` looks for, a cached baseline checkpoint."""
     base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     safe = model.replace(":", "-").replace("/", "-")
+    if ":" in model and not model.startswith("torchvision:"):
+        import hashlib
+        import json
+
+        # Your own network: its factory's name and a digest of the spec and kwargs.
+        key = json.dumps([model, model_kwargs or {}], sort_keys=True)
+        where, _, attr = model.rpartition(":")
+        safe = f"{Path(where).stem}-{attr}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     return base / "checkpoints" / f"{safe}-{dataset}-seed{seed}.pt"
 
 
-def check_model_name(name: str) -> None:
-    from optuna_bocr.models import model_names
+def check_model_name(name: str, model_kwargs: dict[str, Any] | None = None) -> None:
+    """Refuse an unknown model, or a factory that does not give an ``nn.Module``.
 
+    A factory (``module:factory``, ``file.py:factory``) is imported and called once, on the
+    CPU, so that every error shows before any data is loaded or anything is written.
+    """
+    from optuna_bocr.models import build_user_model
+    from optuna_bocr.models import is_factory_spec
+    from optuna_bocr.models import model_names
+    from optuna_bocr.models import ModelSpecError
+
+    if is_factory_spec(name):
+        try:
+            build_user_model(name, model_kwargs)
+        except ModelSpecError as e:
+            raise CLIError(str(e)) from e
+        return
+    if model_kwargs:
+        raise CLIError(
+            f"--model-kwargs applies only to your own network (--model module:factory or "
+            f"file.py:factory), not to {name!r}"
+        )
     if name in model_names():
         return
     if name.startswith("torchvision:"):
@@ -80,25 +117,37 @@ def resolve_device(name: str) -> Any:
         raise CLIError(first_line(e)) from e
 
 
-def load_data(args: argparse.Namespace, val_size: int) -> Any:
+def load_data(data: DataSettings, val_size: int) -> Any:
+    """The train / validation / test splits of ``data.dataset``."""
     from optuna_bocr.data import load_splits
 
     try:
         return load_splits(
-            args.dataset,
-            root=args.data_dir,
-            download=args.download,
+            data.dataset,
+            root=data.data_dir,
+            download=data.download,
             val_size=val_size,
-            seed=args.seed,
-            image_size=args.image_size,
+            seed=data.seed,
+            image_size=data.image_size,
         )
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
         raise CLIError(first_line(e)) from e
 
 
-def build_model(name: str, splits: Any, *, seed: int | None = None) -> Any:
+def build_model(
+    name: str, splits: Any, *, seed: int | None = None, kwargs: dict[str, Any] | None = None
+) -> Any:
+    """The network ``name`` (``kwargs`` go to a user factory) for ``splits``' images."""
     from optuna_bocr.models import build_model
+    from optuna_bocr.models import build_user_model
+    from optuna_bocr.models import is_factory_spec
+    from optuna_bocr.models import ModelSpecError
 
+    if is_factory_spec(name):
+        try:
+            return build_user_model(name, kwargs, seed=seed)
+        except ModelSpecError as e:
+            raise CLIError(str(e)) from e
     try:
         return build_model(
             name, num_classes=splits.num_classes, in_channels=splits.in_channels, seed=seed
@@ -125,21 +174,40 @@ def load_weights(model: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
     return dict(meta) if isinstance(meta, dict) else {}
 
 
-def check_writable(path: Path) -> None:
-    parent = path.expanduser().resolve().parent
+def check_writable(path: Path, what: str = "output") -> None:
+    """Refuse, before any work, an output file that cannot be written.
+
+    The path must not be a directory, and the nearest existing folder above it must let a
+    file be created there (tried for real, then removed: permissions alone do not tell, e.g.
+    under ``/proc``). Nothing is left behind; missing folders are created when writing.
+    """
+    path = path.expanduser()
+    if path.is_dir():
+        raise CLIError(f"cannot write {what} {path}: it is a directory")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise CLIError(f"cannot write {what} {path}: permission denied")
+    parent = path.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CLIError(f"cannot write {what} {path}: {parent} is not a directory")
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".optuna-bocr-probe-")
     except OSError as e:
-        raise CLIError(f"cannot create directory {parent}: {first_line(e)}") from e
-    if not os.access(parent, os.W_OK):
-        raise CLIError(f"cannot write to {parent}")
+        raise CLIError(f"cannot write {what} {path}: {e.strerror or first_line(e)}") from e
+    os.close(fd)
+    os.unlink(probe)
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def require_module(module: str, extra: str, what: str) -> None:
+    """Refuse ``what`` when ``module`` cannot be imported, naming the extra that brings it."""
     try:
-        return optuna.storages.get_storage(url)
-    except Exception as e:  # noqa: BLE001 - any failure to open is bad input for the user
-        raise CLIError(f"cannot open storage {url!r}: {first_line(e)}") from e
+        importlib.import_module(module)
+    except ImportError as e:
+        raise CLIError(
+            f"{what} needs the {module} package, which is not installed: "
+            f"pip install 'optuna-bocr[{extra}]'"
+        ) from e
 
 
 def load_study_or_none(
@@ -152,8 +220,18 @@ def load_study_or_none(
 
 
 def make_objective(
-    args: argparse.Namespace, splits: Any, model: Any, device: Any, calibration_images: int
+    splits: Any,
+    model: Any,
+    device: Any,
+    *,
+    flops_ratio: float,
+    lbound: float,
+    rbound: float,
+    calibration_images: int,
+    points_per_layer: int,
+    seed: int,
 ) -> Any:
+    """The :class:`~optuna_bocr.pruning.PruningObjective` of ``model`` on ``splits``."""
     from optuna_bocr.pruning import PruningObjective
 
     try:
@@ -161,13 +239,13 @@ def make_objective(
             model,
             calibration=splits.train,
             validation=splits.val,
-            flops_ratio=args.flops_ratio,
-            lbound=args.lbound,
-            rbound=args.rbound,
+            flops_ratio=flops_ratio,
+            lbound=lbound,
+            rbound=rbound,
             device=device,
             n_calibration_images=calibration_images,
-            points_per_layer=args.points_per_layer,
-            seed=args.seed,
+            points_per_layer=points_per_layer,
+            seed=seed,
         )
     except (ValueError, TypeError, FloatingPointError) as e:
         raise CLIError(first_line(e)) from e

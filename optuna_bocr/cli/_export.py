@@ -4,304 +4,372 @@ from __future__ import annotations
 
 import argparse
 import copy
+from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
-from optuna.trial import TrialState
 
+from optuna_bocr.cli._base import Command
+from optuna_bocr.cli._base import nonneg_float
+from optuna_bocr.cli._base import positive_int
 from optuna_bocr.cli._common import build_model
+from optuna_bocr.cli._common import check_model_name
 from optuna_bocr.cli._common import check_writable
 from optuna_bocr.cli._common import CLIError
-from optuna_bocr.cli._common import first_line
-from optuna_bocr.cli._common import fmt_count
+from optuna_bocr.cli._common import DEFAULT_STORAGE
 from optuna_bocr.cli._common import load_data
-from optuna_bocr.cli._common import load_study_or_none
 from optuna_bocr.cli._common import load_weights
 from optuna_bocr.cli._common import make_objective
-from optuna_bocr.cli._common import open_storage
+from optuna_bocr.cli._common import require_module
 from optuna_bocr.cli._common import resolve_device
-from optuna_bocr.cli._common import STUDY_CONFIG_KEYS
+from optuna_bocr.cli._export_io import export_to_file
+from optuna_bocr.cli._export_io import pick_study
+from optuna_bocr.cli._export_io import pick_trial
+from optuna_bocr.cli._export_io import print_report
+from optuna_bocr.cli._export_io import upload_artifacts
+from optuna_bocr.cli._plots import write_trial_plots
+from optuna_bocr.cli._settings import DataSettings
+from optuna_bocr.cli._storage import check_storage
+from optuna_bocr.cli._storage import open_storage
 from optuna_bocr.keys import STUDY_CONFIG_KEY
 
 
-def export_to_file(
-    objective: Any,
-    trial: FrozenTrial,
-    path: Path,
-    study: optuna.study.Study,
-) -> Path:
-    from optuna_bocr.keys import ACTUAL_PARAMS_KEY
-    from optuna_bocr.pruning import count_flops
-    from optuna_bocr.pruning import save_pruned
+@dataclass(frozen=True)
+class ExportSettings:
+    """Everything ``optuna-bocr export`` was asked to do, parsed once and checked up front."""
 
-    try:
-        pruned = objective.export(trial)
-    except (ValueError, TypeError, RuntimeError) as e:
-        raise CLIError(f"cannot export trial {trial.number}: {first_line(e)}") from e
-    input_size = tuple(int(s) for s in objective.input_size)
-    config = study.user_attrs.get(STUDY_CONFIG_KEY, {})
-    metadata = {
-        "study_name": study.study_name,
-        "trial_number": trial.number,
-        "top1_val": trial.value,
-        "ratios": dict(trial.user_attrs.get(ACTUAL_PARAMS_KEY, trial.params)),
-        "input_size": list(input_size),
-        "flops": int(count_flops(pruned, (1, *input_size))),
-        "original_flops": int(objective.original_flops),
-        "params": int(sum(p.numel() for p in pruned.parameters())),
-        "original_params": int(objective.original_params),
-        **{k: config.get(k) for k in STUDY_CONFIG_KEYS},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_pruned(pruned.cpu(), path, metadata=metadata)
-    return path
+    storage: str
+    study_name: str | None
+    trial: int | None
+    output: str | None
+    checkpoint: str | None
+    data_dir: str | None
+    download: bool
+    device: str
+    finetune_epochs: float
+    finetune_images: int | None
+    finetune_lr: float
+    finetune_bn: str
+    top_k: int
+    batch_size: int
+    test_size: int | None
+    latency_batch: int
+    plot: str | None
+    artifact_store: str | None
+    quiet: bool
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ExportSettings:
+        """The settings of the parsed ``export`` arguments."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
-def _pick_study(
-    storage: optuna.storages.BaseStorage, name: str | None, url: str
-) -> optuna.study.Study:
-    if name is None:
-        names = [
-            s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-        ]
-        if len(names) != 1:
-            raise CLIError(
-                f"{url} holds {len(names)} studies; pick one with --study-name"
-                + (
-                    f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
-                    if names
-                    else ""
-                )
-            )
-        name = names[0]
-    study = load_study_or_none(storage, name)
-    if study is None:
-        raise CLIError(f"no study {name!r} in {url}")
-    return study
+    def check(self) -> None:
+        """Refuse what can be refused before the storage is opened or any work is done."""
+        resolve_device(self.device)
+        if self.top_k > 1 and self.finetune_epochs <= 0:
+            raise CLIError("--top-k compares fine-tuned candidates: give --finetune-epochs > 0")
+        if self.top_k > 1 and self.trial is not None:
+            raise CLIError("--top-k chooses the trial itself: drop --trial")
+        check_storage(self.storage)
+        if self.output is not None:
+            check_writable(Path(self.output), "--output file")
+        if self.plot is not None:
+            require_module("matplotlib", "plot", "--plot")
+            check_writable(Path(self.plot), "--plot file")
+        if self.artifact_store is not None:
+            store = Path(self.artifact_store).expanduser()
+            if store.exists() and not store.is_dir():
+                raise CLIError(f"--artifact-store {store} is not a directory")
+            check_writable(store / "artifact", "--artifact-store folder")
 
 
-def _pick_trial(study: optuna.study.Study, number: int | None) -> FrozenTrial:
-    trials = study.get_trials(deepcopy=False)
-    if number is None:
-        if not any(t.state == TrialState.COMPLETE for t in trials):
-            raise CLIError(f"study {study.study_name!r} has no completed trial")
-        return study.best_trial
-    for t in trials:
-        if t.number == number:
-            if t.state != TrialState.COMPLETE:
-                raise CLIError(
-                    f"trial {number} of {study.study_name!r} is {t.state.name}, not COMPLETE"
-                )
-            return t
-    raise CLIError(f"study {study.study_name!r} has no trial {number}")
-
-
-def _plot_ratios(objective: Any, trial: FrozenTrial, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from optuna_bocr.keys import ACTUAL_PARAMS_KEY
-
-    names = list(objective.search_space)
-    ratios = objective.clip(trial.user_attrs.get(ACTUAL_PARAMS_KEY, trial.params))
-    kept = objective.kept_channels(ratios)
-    vectors = objective.layer_features().vectors
-    original = [int(vectors[n][0]) for n in names]
-    kept_n = [int(len(kept[n])) for n in names]
-    x = list(range(len(names)))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(names) + 2), 4.2))
-    ax.bar(x, original, color="#d0d0d0", label="original channels")
-    ax.bar(x, kept_n, color="#1f77b4", label="kept channels")
-    ax.set_xticks(x)
-    ax.set_xticklabels(names, rotation=90, fontsize=7)
-    ax.set_ylabel("input channels")
-    ax.set_title(title, fontsize=10)
-    ax2 = ax.twinx()
-    ax2.plot(x, [ratios[n] for n in names], "o-", color="#d62728", label="preserve ratio")
-    ax2.set_ylim(0, 1.05)
-    ax2.set_ylabel("preserve ratio")
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
+class ExportCommand(Command):
     """``optuna-bocr export``."""
+
+    name = "export"
+    help = "build the pruned model of a trial, fine-tune it, measure it"
+    description = (
+        "Rebuild the pruned network of a trial of a `prune` study (the best by default) as a "
+        "physically smaller model file; optionally fine-tune it; report test accuracy "
+        "before/after fine-tuning and the latency of the original and pruned models."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        p = parser
+        p.add_argument(
+            "--storage", default=DEFAULT_STORAGE, metavar="URL", help="(default: %(default)s)"
+        )
+        p.add_argument(
+            "--study-name",
+            default=None,
+            metavar="NAME",
+            help="study (default: the only study in the storage)",
+        )
+        p.add_argument(
+            "--trial",
+            type=int,
+            default=None,
+            metavar="NUMBER",
+            help="trial number (default: best)",
+        )
+        p.add_argument(
+            "--output",
+            default=None,
+            metavar="PATH",
+            help="model file (default: <study-name>-trial<N>.pt)",
+        )
+        p.add_argument(
+            "--checkpoint",
+            default=None,
+            metavar="PATH",
+            help="baseline weights (default: the one recorded by `prune`)",
+        )
+        p.add_argument(
+            "--data-dir",
+            default=None,
+            metavar="DIR",
+            help="(default: the one recorded by `prune`)",
+        )
+        p.add_argument("--download", action="store_true", help="download the dataset if missing")
+        p.add_argument("--device", default="auto", help="(default: %(default)s)")
+        p.add_argument(
+            "--finetune-epochs",
+            type=nonneg_float,
+            default=0.0,
+            metavar="E",
+            help="fine-tuning epochs after export (SGD, cosine) (default: %(default)s)",
+        )
+        p.add_argument(
+            "--finetune-images",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help="training images per fine-tuning epoch (default: all)",
+        )
+        p.add_argument(
+            "--finetune-lr", type=nonneg_float, default=0.01, metavar="LR", help="(default: 0.01)"
+        )
+        p.add_argument(
+            "--top-k",
+            type=positive_int,
+            default=1,
+            metavar="K",
+            help="fine-tune the K best distinct trials the same way, ship the best on the "
+            "validation split, report all K (stored on the study as user attr "
+            "optuna_bocr:finetuned) (default: %(default)s)",
+        )
+        p.add_argument(
+            "--finetune-bn",
+            default="frozen",
+            choices=("frozen", "train"),
+            help="batch norm during fine-tuning: frozen running statistics (best for short "
+            "fine-tuning) or updated as in normal training (default: %(default)s)",
+        )
+        p.add_argument(
+            "--batch-size", type=positive_int, default=128, metavar="B", help="(default: 128)"
+        )
+        p.add_argument(
+            "--test-size",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help="evaluate on the first N test images only (default: the whole test set)",
+        )
+        p.add_argument(
+            "--latency-batch",
+            type=positive_int,
+            default=64,
+            metavar="B",
+            help="batch size of the latency measurement (default: %(default)s)",
+        )
+        p.add_argument(
+            "--plot",
+            default=None,
+            metavar="PNG",
+            help="write a bar chart of kept vs original channels per layer (needs "
+            "optuna-bocr[plot])",
+        )
+        p.add_argument(
+            "--artifact-store",
+            default=None,
+            metavar="DIR",
+            help="also upload the model file to this Optuna FileSystemArtifactStore (view it "
+            "with `optuna-dashboard <storage> --artifact-dir DIR`)",
+        )
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        settings = ExportSettings.from_args(args)
+        settings.check()
+        return run_export(settings)
+
+
+def _data_settings(s: ExportSettings, study: optuna.study.Study) -> DataSettings:
+    """The data settings ``prune`` used for ``study``."""
+    config = study.user_attrs[STUDY_CONFIG_KEY]
+    return DataSettings(
+        model=config["model"],
+        model_kwargs=config.get("model_kwargs"),
+        dataset=config["dataset"],
+        data_dir=s.data_dir or study.user_attrs.get("data_dir"),
+        download=s.download,
+        image_size=config["image_size"],
+        seed=config["seed"],
+        device=s.device,
+        cache_dir=None,
+        quiet=s.quiet,
+    )
+
+
+def _check_model_still_there(study: optuna.study.Study, config: dict[str, Any]) -> None:
+    """Refuse a study whose network (the user's own factory) cannot be imported any more."""
+    from optuna_bocr.models import is_factory_spec
+
+    if is_factory_spec(config["model"]):
+        try:
+            check_model_name(config["model"], config.get("model_kwargs"))
+        except CLIError as e:
+            raise CLIError(
+                f"study {study.study_name!r} was made with --model {config['model']}, which "
+                f"cannot be imported any more: {e}"
+            ) from e
+
+
+def run_export(s: ExportSettings) -> int:
+    """Export the trial: study -> objective -> pruned file -> test, fine-tune, latency."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from torch.utils.data import Subset
-
-    from optuna_bocr.training import evaluate
-    from optuna_bocr.training import measure_latency
-    from optuna_bocr.training import train
-
-    device = resolve_device(args.device)
-    storage = open_storage(args.storage)
-    study = _pick_study(storage, args.study_name, args.storage)
+    device = resolve_device(s.device)
+    study = pick_study(open_storage(s.storage, create=False), s.study_name, s.storage)
     config = study.user_attrs.get(STUDY_CONFIG_KEY)
     if not isinstance(config, dict):
         raise CLIError(f"study {study.study_name!r} was not made by `optuna-bocr prune`")
-    trial = _pick_trial(study, args.trial)
-    output = Path(args.output or f"{study.study_name}-trial{trial.number}.pt")
-    check_writable(output)
-    plot = Path(args.plot) if args.plot else None
-    if plot is not None:
-        check_writable(plot)
-
-    # Rebuild the objective of the study, exactly as `prune` built it.
-    ns = argparse.Namespace(
-        model=config["model"],
-        dataset=config["dataset"],
-        data_dir=args.data_dir or study.user_attrs.get("data_dir"),
-        download=args.download,
-        val_size=config["val_size"],
-        seed=config["seed"],
-        image_size=config["image_size"],
-        flops_ratio=config["flops_target"],
-        lbound=config["lbound"],
-        rbound=config["rbound"],
-        points_per_layer=int(study.user_attrs.get("points_per_layer", 10)),
-        quiet=args.quiet,
-    )
-    checkpoint = args.checkpoint or study.user_attrs.get("checkpoint")
+    trial = pick_trial(study, s.trial)
+    output = Path(s.output or f"{study.study_name}-trial{trial.number}.pt")
+    check_writable(output, "--output file")
+    plot = Path(s.plot) if s.plot else None
+    checkpoint = s.checkpoint or study.user_attrs.get("checkpoint")
     if not checkpoint:
         raise CLIError("the study records no checkpoint; pass --checkpoint PATH")
-    splits = load_data(ns, ns.val_size)
-    model = build_model(ns.model, splits)
+    _check_model_still_there(study, config)
+
+    # Rebuild the objective of the study, exactly as `prune` built it.
+    data = _data_settings(s, study)
+    splits = load_data(data, config["val_size"])
+    model = build_model(data.model, splits, kwargs=data.model_kwargs)
     load_weights(model, checkpoint)
     original = copy.deepcopy(model)
-    calibration_images = int(study.user_attrs.get("calibration_images", 3000))
     print(f"Rebuilding the pruning objective of study {study.study_name!r} ...", flush=True)
-    objective = make_objective(ns, splits, model.to(device), device, calibration_images)
-    names = set(objective.search_space)
-    if set(trial.params) != names:
+    objective = make_objective(
+        splits, model.to(device), device, flops_ratio=config["flops_target"],
+        lbound=config["lbound"], rbound=config["rbound"],
+        calibration_images=int(study.user_attrs.get("calibration_images", 3000)),
+        points_per_layer=int(study.user_attrs.get("points_per_layer", 10)), seed=data.seed,
+    )  # fmt: skip
+    if set(trial.params) != set(objective.search_space):
         raise CLIError(
-            f"trial {trial.number} does not match the prunable layers of {ns.model}; "
+            f"trial {trial.number} does not match the prunable layers of {data.model}; "
             "wrong --checkpoint?"
         )
+    if s.top_k > 1:
+        trial = _choose_top_k(s, study, objective, splits, device, data.seed)
+        output = Path(s.output or f"{study.study_name}-trial{trial.number}.pt")
+        check_writable(output, "--output file")
     path = export_to_file(objective, trial, output, study)
     from optuna_bocr.pruning import load_pruned
 
     pruned, metadata = load_pruned(path)
     if plot is not None:
-        _plot_ratios(
-            objective,
-            trial,
-            plot,
-            f"{study.study_name}, trial {trial.number}: "
-            f"{metadata['flops'] / metadata['original_flops']:.2f} FLOPs, "
-            f"{trial.value:.2f}% val top-1",
+        write_trial_plots(
+            study, objective, trial, plot, plot.with_name(plot.stem + "-history" + plot.suffix)
         )
+    measured = _measure(s, splits, original, pruned, metadata, device, data.seed, path)
+    artifact_ids = upload_artifacts(s.artifact_store, study, path, plot)
+    print_report(s, study, trial, metadata, measured, device, path, plot, artifact_ids)
+    return 0
+
+
+def _choose_top_k(
+    s: ExportSettings,
+    study: optuna.study.Study,
+    objective: Any,
+    splits: Any,
+    device: Any,
+    seed: int,
+) -> optuna.trial.FrozenTrial:
+    """Fine-tune the top-k distinct trials, report them, record them; the best on val."""
+    from torch.utils.data import Subset
+
+    from optuna_bocr.pruning import fine_tune_top_k
+    from optuna_bocr.pruning import record_fine_tuned
+    from optuna_bocr.training import evaluate
+
+    print(f"Fine-tuning the {s.top_k} best distinct trials ...", flush=True)
+    results = fine_tune_top_k(
+        study, objective, splits.train, splits.val, k=s.top_k, epochs=s.finetune_epochs,
+        max_images=s.finetune_images, lr=s.finetune_lr, batch_size=s.batch_size,
+        augment=False, freeze_bn=s.finetune_bn == "frozen", device=device, seed=seed,
+        progress=not s.quiet,
+    )  # fmt: skip
+    test_set = splits.test
+    if s.test_size is not None and s.test_size < len(test_set):
+        test_set = Subset(test_set, range(s.test_size))
+    test = {r.trial_number: evaluate(r.model, test_set, device=device)[0] for r in results}
+    settings = {"epochs": s.finetune_epochs, "images": s.finetune_images, "lr": s.finetune_lr}
+    record_fine_tuned(study, results, settings=settings, test_top1=test)
+    best_search = max(results, key=lambda r: r.search_top1).trial_number
+    for r in sorted(results, key=lambda r: -r.search_top1):
+        mark = " <- shipped (best fine-tuned val)" if r is results[0] else ""
+        mark += " (best search score)" if r.trial_number == best_search else ""
+        print(
+            f"  trial {r.trial_number}: search val {r.search_top1:.2f}%, fine-tuned val "
+            f"{r.val_top1:.2f}%, fine-tuned test {test[r.trial_number]:.2f}%{mark}"
+        )
+    return study.trials[results[0].trial_number]
+
+
+def _measure(
+    s: ExportSettings,
+    splits: Any,
+    original: Any,
+    pruned: Any,
+    metadata: dict[str, Any],
+    device: Any,
+    seed: int,
+    path: Path,
+) -> dict[str, Any]:
+    """Test accuracy (before and after fine-tuning) and latency; save the final model."""
+    from torch.utils.data import Subset
+
+    from optuna_bocr.pruning import save_pruned
+    from optuna_bocr.training import evaluate
+    from optuna_bocr.training import measure_latency
+    from optuna_bocr.training import train
 
     test_set = splits.test
-    if args.test_size is not None and args.test_size < len(test_set):
-        test_set = Subset(test_set, range(args.test_size))
-    top1_orig, _ = evaluate(original, test_set, device=device)
-    top1_before, top5_before = evaluate(pruned, test_set, device=device)
-    top1_after = top5_after = None
-    if args.finetune_epochs > 0:
-        print(f"Fine-tuning for {args.finetune_epochs:g} epoch(s) ...", flush=True)
+    if s.test_size is not None and s.test_size < len(test_set):
+        test_set = Subset(test_set, range(s.test_size))
+    out: dict[str, Any] = {"n_test": len(test_set), "after": None}
+    out["top1_orig"], _ = evaluate(original, test_set, device=device)
+    out["before"] = evaluate(pruned, test_set, device=device)
+    if s.finetune_epochs > 0:
+        print(f"Fine-tuning for {s.finetune_epochs:g} epoch(s) ...", flush=True)
         train(
-            pruned,
-            splits.train,
-            epochs=args.finetune_epochs,
-            batch_size=args.batch_size,
-            lr=args.finetune_lr,
-            device=device,
-            seed=ns.seed,
-            max_images=args.finetune_images,
-            augment=False,
-            freeze_bn=args.finetune_bn == "frozen",
-            progress=not args.quiet,
-        )
-        top1_after, top5_after = evaluate(pruned, test_set, device=device)
+            pruned, splits.train, epochs=s.finetune_epochs, batch_size=s.batch_size,
+            lr=s.finetune_lr, device=device, seed=seed, max_images=s.finetune_images,
+            augment=False, freeze_bn=s.finetune_bn == "frozen", progress=not s.quiet,
+        )  # fmt: skip
+        out["after"] = evaluate(pruned, test_set, device=device)
         metadata.update(
-            finetune_epochs=args.finetune_epochs,
-            test_top1=top1_after,
-            test_top1_before_finetune=top1_before,
+            finetune_epochs=s.finetune_epochs,
+            test_top1=out["after"][0],
+            test_top1_before_finetune=out["before"][0],
         )
     else:
-        metadata.update(test_top1=top1_before)
-    from optuna_bocr.pruning import save_pruned
-
+        metadata.update(test_top1=out["before"][0])
     save_pruned(pruned.cpu().eval(), path, metadata=metadata)
-
-    shape = (args.latency_batch, splits.in_channels, splits.image_size, splits.image_size)
-    lat_orig = measure_latency(original, shape, device=device)
-    lat_pruned = measure_latency(pruned, shape, device=device)
-
-    artifact_ids: list[str] = []
-    if args.artifact_store:
-        from optuna.artifacts import FileSystemArtifactStore
-        from optuna.artifacts import upload_artifact
-
-        # Finished trials are read-only in Optuna 5, so the files are attached to the study;
-        # their names carry the trial number.
-        store_dir = Path(args.artifact_store)
-        store_dir.mkdir(parents=True, exist_ok=True)
-        store = FileSystemArtifactStore(str(store_dir))
-        for file, mimetype in ((path, "application/octet-stream"), (plot, "image/png")):
-            if file is not None:
-                artifact_ids.append(
-                    upload_artifact(
-                        artifact_store=store,
-                        file_path=str(file),
-                        study_or_trial=study,
-                        mimetype=mimetype,
-                    )
-                )
-
-    n_test = len(test_set)
-    rows = [
-        ("Trial", f"{trial.number} of {study.study_name} ({trial.value:.2f}% val top-1)"),
-        ("Original", f"{top1_orig:.2f}% test top-1"),
-        ("Pruned", f"{top1_before:.2f}% test top-1, {top5_before:.2f}% top-5 (no fine-tuning)"),
-    ]
-    if top1_after is not None:
-        rows.append(
-            (
-                "Fine-tuned",
-                f"{top1_after:.2f}% test top-1, {top5_after:.2f}% top-5 "
-                f"({args.finetune_epochs:g} epoch(s))",
-            )
-        )
-    rows += [
-        (
-            "FLOPs",
-            f"{fmt_count(metadata['original_flops'])} -> {fmt_count(metadata['flops'])} "
-            f"({metadata['flops'] / metadata['original_flops']:.3f})",
-        ),
-        (
-            "Params",
-            f"{fmt_count(metadata['original_params'])} -> {fmt_count(metadata['params'])} "
-            f"({metadata['params'] / metadata['original_params']:.3f})",
-        ),
-        (
-            "Latency",
-            f"{lat_orig * 1e3:.2f} ms -> {lat_pruned * 1e3:.2f} ms per batch of "
-            f"{args.latency_batch} on {device} (x{lat_orig / lat_pruned:.2f})",
-        ),
-        ("Test images", str(n_test)),
-        ("Saved", f"{path}  (load with optuna_bocr.pruning.load_pruned)"),
-    ]
-    if plot is not None:
-        rows.append(("Plot", str(plot)))
-    if artifact_ids:
-        rows.append(
-            (
-                "Artifacts",
-                f"{', '.join(artifact_ids)} on study {study.study_name} (see them with "
-                f"optuna-dashboard {args.storage} --artifact-dir {args.artifact_store})",
-            )
-        )
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
-    return 0
+    shape = (s.latency_batch, splits.in_channels, splits.image_size, splits.image_size)
+    out["lat_orig"] = measure_latency(original, shape, device=device)
+    out["lat_pruned"] = measure_latency(pruned, shape, device=device)
+    return out

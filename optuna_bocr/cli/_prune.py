@@ -1,407 +1,323 @@
-"""``optuna-bocr prune``: search per-layer pruning ratios in an Optuna study."""
+"""``optuna-bocr prune``: its options, their settings object and the up-front checks.
+
+The job itself (data -> baseline -> objective -> sampler -> study -> export) is
+:func:`optuna_bocr.cli._prune_job.run_prune`; it only reads a checked :class:`PruneSettings`.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from collections.abc import Sequence
-import copy
+from dataclasses import dataclass
 from pathlib import Path
-import queue
-import sys
-from typing import Any
-import warnings
 
-import optuna
-from optuna.trial import TrialState
-
-from optuna_bocr.cli._common import baseline_path
-from optuna_bocr.cli._common import build_model
+from optuna_bocr.cli._base import Command
+from optuna_bocr.cli._base import int_list_or_keyword
+from optuna_bocr.cli._base import nonneg_float
+from optuna_bocr.cli._base import nonneg_int
+from optuna_bocr.cli._base import positive_int
+from optuna_bocr.cli._base import ratio
 from optuna_bocr.cli._common import check_model_name
 from optuna_bocr.cli._common import check_writable
 from optuna_bocr.cli._common import CLIError
-from optuna_bocr.cli._common import first_line
-from optuna_bocr.cli._common import fmt_count
-from optuna_bocr.cli._common import load_data
-from optuna_bocr.cli._common import load_study_or_none
-from optuna_bocr.cli._common import load_weights
-from optuna_bocr.cli._common import make_objective
-from optuna_bocr.cli._common import open_storage
+from optuna_bocr.cli._common import DEFAULT_STORAGE
+from optuna_bocr.cli._common import require_module
 from optuna_bocr.cli._common import resolve_device
-from optuna_bocr.cli._common import STUDY_CONFIG_KEYS
-from optuna_bocr.cli._export import export_to_file
-from optuna_bocr.cli._train import train_baseline
-from optuna_bocr.keys import STUDY_CONFIG_KEY
-
-_logger = optuna.logging.get_logger(__name__)
+from optuna_bocr.cli._common import SAMPLERS
+from optuna_bocr.cli._settings import DataSettings
+from optuna_bocr.cli._settings import TrainSettings
+from optuna_bocr.cli._storage import check_storage
 
 
-def _default_study_name(args: argparse.Namespace) -> str:
-    safe = args.model.replace(":", "-")
-    name = f"{safe}-{args.dataset}-flops{args.flops_ratio:g}"
-    return name if args.sampler == "bocr" else f"{name}-{args.sampler}"
+@dataclass(frozen=True)
+class PruneSettings:
+    """Everything ``optuna-bocr prune`` was asked to do, parsed once and checked up front."""
 
+    data: DataSettings
+    train: TrainSettings
+    checkpoint: str | None
+    flops_ratio: float
+    lbound: float
+    rbound: float
+    n_trials: int
+    timeout: float | None
+    sampler: str
+    n_clusters: int
+    bridge_clusters: str | list[int]
+    rollback_at: str | list[int]
+    patience: int | None
+    unstructured_fallback: bool
+    n_startup_trials: int
+    pruner: str
+    val_size: int
+    calibration_images: int
+    points_per_layer: int
+    workers: int
+    storage: str
+    study_name: str
+    export: Path | None
+    artifact_store: Path | None
+    heartbeat: int
+    verbose: bool
 
-def _study_config(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "model": args.model,
-        "dataset": args.dataset,
-        "flops_target": args.flops_ratio,
-        "lbound": args.lbound,
-        "rbound": args.rbound,
-        "val_size": args.val_size,
-        "seed": args.seed,
-        "image_size": args.image_size,
-    }
-
-
-def _check_existing_study(study: optuna.study.Study, args: argparse.Namespace) -> None:
-    name, url = study.study_name, args.storage
-    if study._is_multi_objective() or study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise CLIError(
-            f"study {name!r} in {url} is not a single-objective maximisation study; "
-            "choose another --study-name"
-        )
-    stored = study.user_attrs.get(STUDY_CONFIG_KEY)
-    if stored is None:
-        return
-    wanted = _study_config(args)
-    diffs = [
-        f"{k}={stored.get(k)!r} (now {wanted[k]!r})"
-        for k in STUDY_CONFIG_KEYS
-        if stored.get(k) != wanted[k]
-    ]
-    if diffs:
-        raise CLIError(
-            f"study {name!r} in {url} was made with {', '.join(diffs)}; "
-            "use the same settings to resume, or another --study-name"
-        )
-
-
-def _check_param_names(study: optuna.study.Study, names: Sequence[str], url: str) -> None:
-    expected = set(names)
-    for t in study.get_trials(deepcopy=False):
-        if t.params and set(t.params) != expected:
-            extra = sorted(set(t.params) - expected)[:3]
-            missing = sorted(expected - set(t.params))[:3]
-            raise CLIError(
-                f"study {study.study_name!r} in {url} searches other parameters than the "
-                f"prunable layers of this model (trial {t.number}: unexpected {extra}, "
-                f"missing {missing}); choose another --study-name"
-            )
-
-
-def _rollback_settings(args: argparse.Namespace, n_layers: int) -> dict[str, Any]:
-    n = args.n_trials
-    k = min(args.n_clusters, n_layers)
-    if args.rollback_at == "none":
-        if args.bridge_clusters not in ("auto", "none"):
-            raise CLIError("--bridge-clusters needs rollbacks (--rollback-at is none)")
-        return {"n_clusters": k, "bridge_clusters": None, "rollback_at": None}
-    if args.bridge_clusters == "auto":
-        bridges: list[int] | None = [3 * k] if 3 * k < n_layers else None
-    elif args.bridge_clusters == "none":
-        bridges = None
-    else:
-        bridges = list(args.bridge_clusters)
-    n_changes = 1 + (len(bridges) if bridges else 0)
-    if args.rollback_at == "auto":
-        fractions = [0.5 + 0.25 * i / max(1, n_changes - 1) for i in range(n_changes)]
-        if n_changes == 2:
-            fractions = [0.5, 0.75]
-        at: list[int] = []
-        for f in fractions:
-            at.append(max(round(f * n), (at[-1] + 1) if at else 1))
-        patience_from = [max(1, min(a, round(a * 0.8))) for a in at]
-        for i in range(1, len(patience_from)):
-            patience_from[i] = max(patience_from[i], patience_from[i - 1] + 1)
-    else:
-        at = list(args.rollback_at)
-        if len(at) < n_changes:
-            raise CLIError(
-                f"--rollback-at needs {n_changes} trial number(s) (one per bridge clustering, "
-                f"plus the final rollback), got {len(at)}"
-            )
-        at = at[:n_changes]
-        patience_from = [max(1, round(a * 0.8)) for a in at]
-    patience = args.patience if args.patience is not None else max(5, round(0.1 * n))
-    return {
-        "n_clusters": k,
-        "bridge_clusters": bridges,
-        "rollback_at": at,
-        "patience": patience,
-        "patience_from": patience_from,
-    }
-
-
-def _make_sampler(args: argparse.Namespace, objective: Any) -> optuna.samplers.BaseSampler:
-    seed = args.seed
-    if args.sampler == "bocr":
-        from optuna_bocr import BOCRSampler
-
-        settings = _rollback_settings(args, len(objective.search_space))
-        try:
-            return BOCRSampler(
-                objective.search_space,
-                features=objective.layer_features(),
-                n_startup_trials=args.n_startup_trials,
-                seed=seed,
-                unstructured_fallback=args.unstructured_fallback,
-                **settings,
-            )
-        except (ValueError, TypeError) as e:
-            raise CLIError(f"invalid BOCR settings: {first_line(e)}") from e
-    if args.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=args.n_startup_trials)
-    if args.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=args.n_startup_trials)
-    if args.sampler == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed)
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-def _n_finished(study: optuna.study.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-
-
-def _prepare_baseline(
-    args: argparse.Namespace, splits: Any, model: Any, device: Any
-) -> tuple[str, dict[str, Any]]:
-    """Load (or train and cache) the baseline weights; return the checkpoint path used."""
-    if args.checkpoint:
-        path = Path(args.checkpoint).expanduser()
-        if not path.is_file():
-            raise CLIError(f"checkpoint not found: {path}")
-        return str(path.resolve()), load_weights(model, path)
-    path = baseline_path(args.cache_dir, args.model, splits.name, args.seed)
-    if path.is_file():
-        meta = load_weights(model, path)
-        print(f"Using cached baseline {path}", flush=True)
-        return str(path.resolve()), meta
-    check_writable(path)
-    if args.train_epochs <= 0:
-        raise CLIError(f"no checkpoint given or cached at {path}, and --train-epochs is 0")
-    _check_feasible(args, splits, device)
-    meta = train_baseline(
-        model,
-        splits,
-        args=args,
-        epochs=args.train_epochs,
-        max_images=args.train_images,
-        lr=args.train_lr,
-        batch_size=args.train_batch_size,
-        device=device,
-        output=path,
-        val_size=args.val_size,
-        augment=args.train_augment,
-    )
-    return str(path.resolve()), meta
-
-
-def _check_feasible(args: argparse.Namespace, splits: Any, device: Any) -> None:
-    """Fail fast on an infeasible budget or an unprunable model, before training a baseline."""
-    from optuna_bocr.data import ImageTensorDataset
-    from optuna_bocr.pruning import PruningObjective
-
-    val = splits.val
-    small = val.subset(range(min(8, len(val)))) if isinstance(val, ImageTensorDataset) else val
-    model = build_model(args.model, splits)
-    try:
-        PruningObjective(
-            model,
-            calibration=small,
-            validation=small,
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> PruneSettings:
+        """The settings of the parsed ``prune`` arguments (defaults resolved)."""
+        data = DataSettings.from_args(args)
+        study_name = args.study_name
+        if study_name is None:
+            safe = data.model.replace(":", "-")
+            if ":" in data.model and not data.model.startswith("torchvision:"):
+                where, _, attr = data.model.rpartition(":")
+                safe = f"{Path(where).stem}-{attr}"  # your own network: file or module, factory
+            study_name = f"{safe}-{data.dataset}-flops{args.flops_ratio:g}"
+            if args.sampler != "bocr":
+                study_name += f"-{args.sampler}"
+        export = None if args.no_export else Path(args.export or f"{study_name}.pt")
+        return cls(
+            data=data,
+            train=TrainSettings.from_args(args, "train-"),
+            checkpoint=args.checkpoint,
             flops_ratio=args.flops_ratio,
             lbound=args.lbound,
             rbound=args.rbound,
-            device=device,
-            n_calibration_images=8,
-            points_per_layer=1,
-            seed=args.seed,
-        )
-    except (ValueError, TypeError, RuntimeError) as e:
-        raise CLIError(first_line(e)) from e
-
-
-def _pooled(objectives: list[Any]) -> Callable[[optuna.Trial], float]:
-    """One objective per worker thread: each trial borrows a free copy."""
-    if len(objectives) == 1:
-        return objectives[0]
-    free: queue.Queue[Any] = queue.Queue()
-    for o in objectives:
-        free.put(o)
-
-    def run(trial: optuna.Trial) -> float:
-        objective = free.get()
-        try:
-            return objective(trial)
-        finally:
-            free.put(objective)
-
-    return run
-
-
-def cmd_prune(args: argparse.Namespace) -> int:
-    """``optuna-bocr prune``."""
-    from optuna_bocr.keys import FLOPS_RATIO_KEY
-    from optuna_bocr.keys import PARAMS_RATIO_KEY
-    from optuna_bocr.keys import STAGE_KEY
-
-    if not args.verbose:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # 1. Cheap checks first, nothing written yet.
-    check_model_name(args.model)
-    if args.lbound > args.rbound:
-        raise CLIError(f"--lbound {args.lbound} is above --rbound {args.rbound}")
-    device = resolve_device(args.device)
-    if args.sampler == "bocr":
-        from optuna_bocr import BOCRSampler  # noqa: F401 - fail early if unavailable
-    study_name = args.study_name or _default_study_name(args)
-    storage = open_storage(args.storage)
-    existing = load_study_or_none(storage, study_name)
-    if existing is not None:
-        _check_existing_study(existing, args)
-    export_path = None if args.no_export else Path(args.export or f"{study_name}.pt")
-    if export_path is not None:
-        check_writable(export_path)
-
-    # 2. Data, baseline, objective (may train a baseline; still nothing in the storage).
-    splits = load_data(args, args.val_size)
-    calibration_images = min(args.calibration_images, len(splits.train))
-    model = build_model(args.model, splits, seed=args.seed)
-    checkpoint, meta = _prepare_baseline(args, splits, model, device)
-    if meta and (meta.get("seed") != args.seed or meta.get("val_size", 0) < args.val_size):
-        _logger.warning(
-            f"The baseline {checkpoint} was trained with seed={meta.get('seed')} and "
-            f"val_size={meta.get('val_size')}: some of the {args.val_size} validation images "
-            "may have been seen in training."
-        )
-    print(
-        f"Preparing the pruning objective ({calibration_images} calibration images, "
-        f"{len(splits.val)} validation images) ...",
-        flush=True,
-    )
-    objective = make_objective(args, splits, model.to(device), device, calibration_images)
-    if existing is not None:
-        _check_param_names(existing, list(objective.search_space), args.storage)
-    sampler = _make_sampler(args, objective)
-
-    # 3. The study.
-    try:
-        study = optuna.create_study(
+            n_trials=args.n_trials,
+            timeout=args.timeout,
+            sampler=args.sampler,
+            n_clusters=args.n_clusters,
+            bridge_clusters=args.bridge_clusters,
+            rollback_at=args.rollback_at,
+            patience=args.patience,
+            unstructured_fallback=args.unstructured_fallback,
+            n_startup_trials=args.n_startup_trials,
+            pruner=args.pruner,
+            val_size=args.val_size,
+            calibration_images=args.calibration_images,
+            points_per_layer=args.points_per_layer,
+            workers=args.workers,
+            storage=args.storage,
             study_name=study_name,
-            storage=storage,
-            sampler=sampler,
-            pruner=(
-                optuna.pruners.MedianPruner(n_startup_trials=args.n_startup_trials)
-                if args.pruner == "median"
-                else optuna.pruners.NopPruner()
-            ),
-            direction="maximize",
-            load_if_exists=True,
+            export=export,
+            artifact_store=None if args.artifact_store is None else Path(args.artifact_store),
+            heartbeat=args.heartbeat,
+            verbose=args.verbose,
         )
-    except Exception as e:  # noqa: BLE001
-        raise CLIError(f"cannot create study {study_name!r}: {first_line(e)}") from e
-    if study.metric_names is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(["top1"])
-    if STUDY_CONFIG_KEY not in study.user_attrs:
-        config = _study_config(args)
-        study.set_user_attr(STUDY_CONFIG_KEY, config)
-        for key in ("model", "dataset", "flops_target"):
-            study.set_user_attr(key, config[key])
-    study.set_user_attr("checkpoint", checkpoint)
-    study.set_user_attr(
-        "data_dir", None if args.data_dir is None else str(Path(args.data_dir).resolve())
-    )
-    study.set_user_attr("calibration_images", calibration_images)
-    study.set_user_attr("points_per_layer", args.points_per_layer)
-    study.set_user_attr("baseline_top1", float(objective.baseline_top1))
-    study.set_user_attr("original_flops", int(objective.original_flops))
-    study.set_user_attr("original_params", int(objective.original_params))
-    study.set_user_attr("n_prunable_layers", len(objective.search_space))
 
-    done = _n_finished(study)
-    remaining = max(0, args.n_trials - done)
-    print(
-        f"Study {study_name!r} in {args.storage}: {done} finished trial(s), running "
-        f"{remaining} more with the {args.sampler} sampler "
-        f"({len(objective.search_space)} prunable layers, FLOPs target {args.flops_ratio:g}, "
-        f"baseline {objective.baseline_top1:.2f}% top-1).",
-        flush=True,
-    )
-    if remaining:
-        objectives = [objective] + [copy.deepcopy(objective) for _ in range(args.workers - 1)]
-        try:
-            study.optimize(
-                _pooled(objectives),
-                n_trials=remaining,
-                timeout=args.timeout,
-                n_jobs=args.workers,
-                callbacks=[
-                    optuna.study.MaxTrialsCallback(
-                        args.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED)
-                    )
-                ],
-                show_progress_bar=not args.quiet,
-            )
-        except KeyboardInterrupt:
-            print(
-                f"\nInterrupted: re-run the same command to resume study {study_name!r}.",
-                file=sys.stderr,
-            )
-            return 130
+    def check(self) -> None:
+        """Refuse what can be refused without data, model or storage writes.
 
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        raise CLIError(f"study {study_name!r} has no completed trial")
-    best = study.best_trial
-    flops_ratio = float(best.user_attrs.get(FLOPS_RATIO_KEY, float("nan")))
-    params_ratio = float(best.user_attrs.get(PARAMS_RATIO_KEY, float("nan")))
-    exported = None
-    if export_path is not None:
-        exported = export_to_file(objective, best, export_path, study)
-    rows = [
-        ("Study", f"{study_name} ({len(complete)} completed trials, {args.sampler} sampler)"),
-        (
-            "Baseline top-1",
-            f"{objective.baseline_top1:.2f}% (validation, {len(splits.val)} images)",
-        ),
-        (
-            "Best top-1",
-            f"{best.value:.2f}% (trial {best.number}"
-            + (
-                f", BOCR stage {best.user_attrs[STAGE_KEY]}"
-                if STAGE_KEY in best.user_attrs
-                else ""
-            )
-            + ", no fine-tuning)",
-        ),
-        (
-            "FLOPs",
-            f"{fmt_count(objective.original_flops)} -> "
-            f"{fmt_count(objective.original_flops * flops_ratio)} ({flops_ratio:.3f}, "
-            f"target {args.flops_ratio:g})",
-        ),
-        (
-            "Params",
-            f"{fmt_count(objective.original_params)} -> "
-            f"{fmt_count(objective.original_params * params_ratio)} ({params_ratio:.3f})",
-        ),
-        ("Storage", args.storage),
-        ("Dashboard", f"optuna-dashboard {args.storage}"),
-    ]
-    if exported is not None:
-        rows.append(
-            (
-                "Exported",
-                f"{exported}  (fine-tune: optuna-bocr export --storage "
-                f"{args.storage} --study-name {study_name} --finetune-epochs 1)",
-            )
+        Raises:
+            CLIError: Unknown model, crossed bounds, unavailable device, a sampler or storage
+                whose package is not installed, a storage or export file that cannot be
+                written.
+        """
+        check_model_name(self.data.model, self.data.model_kwargs)
+        if self.lbound > self.rbound:
+            raise CLIError(f"--lbound {self.lbound} is above --rbound {self.rbound}")
+        if self.rollback_at == "none" and self.bridge_clusters not in ("auto", "none"):
+            raise CLIError("--bridge-clusters needs rollbacks (--rollback-at is none)")
+        resolve_device(self.data.device)
+        if self.sampler == "cmaes":
+            require_module("cmaes", "cmaes", "--sampler cmaes")
+        check_storage(self.storage)
+        if self.export is not None:
+            check_writable(self.export, "--export file")
+        if self.artifact_store is not None:
+            if self.export is None:
+                raise CLIError("--artifact-store uploads the exported model; drop --no-export")
+            store = self.artifact_store.expanduser()
+            if store.exists() and not store.is_dir():
+                raise CLIError(f"--artifact-store {store} is not a directory")
+            check_writable(store / "artifact", "--artifact-store folder")
+        if self.checkpoint is not None and not Path(self.checkpoint).expanduser().is_file():
+            raise CLIError(f"checkpoint not found: {Path(self.checkpoint).expanduser()}")
+
+
+class PruneCommand(Command):
+    """``optuna-bocr prune``."""
+
+    name = "prune"
+    help = "search per-layer pruning ratios under a FLOPs budget (the main job)"
+    description = (
+        "Prune a trained CNN to a FLOPs budget: an Optuna study (stored in --storage) "
+        "searches one preserve ratio per prunable layer, maximising validation top-1 without "
+        "fine-tuning; the best trial is exported at the end. Re-running the same command "
+        "resumes the study until it has --n-trials finished trials."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        DataSettings.add_arguments(parser)
+        g = parser.add_argument_group("search")
+        g.add_argument(
+            "--checkpoint",
+            default=None,
+            metavar="PATH",
+            help="baseline weights (state dict, possibly wrapped in {'state_dict': ...} or "
+            "with a 'module.' prefix); default: the cached baseline, trained first if missing",
         )
-    width = max(len(k) for k, _ in rows)
-    print()
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
-    return 0
+        g.add_argument(
+            "--flops-ratio",
+            type=ratio,
+            default=0.5,
+            metavar="R",
+            help="keep at most this fraction of the FLOPs (default: %(default)s)",
+        )
+        g.add_argument("--lbound", type=ratio, default=0.1, help="lowest ratio (default: 0.1)")
+        g.add_argument("--rbound", type=ratio, default=1.0, help="highest ratio (default: 1.0)")
+        g.add_argument(
+            "--n-trials",
+            type=positive_int,
+            default=60,
+            metavar="N",
+            help="finished trials the study should have; a re-run resumes up to this number, "
+            "and several workers stop together at exactly this number (default: %(default)s)",
+        )
+        g.add_argument(
+            "--timeout",
+            type=nonneg_float,
+            default=None,
+            metavar="SECONDS",
+            help="stop starting new trials after this many seconds",
+        )
+        g.add_argument(
+            "--sampler",
+            default="bocr",
+            choices=SAMPLERS,
+            help="bocr, or Optuna's gp, tpe, cmaes (needs optuna-bocr[cmaes]), random for "
+            "comparison (default: %(default)s)",
+        )
+        g.add_argument(
+            "--n-clusters",
+            type=positive_int,
+            default=3,
+            metavar="K",
+            help="BOCR: clusters of layers searched first (default: %(default)s)",
+        )
+        g.add_argument(
+            "--bridge-clusters",
+            type=int_list_or_keyword(("auto", "none")),
+            default="auto",
+            metavar="auto|none|K[,K...]",
+            help="BOCR: intermediate clusterings before one variable per layer (gradual "
+            "rollback); auto: 3 x --n-clusters when below the number of layers, else none "
+            "(direct rollback) (default: %(default)s)",
+        )
+        g.add_argument(
+            "--rollback-at",
+            type=int_list_or_keyword(("auto", "none")),
+            default="auto",
+            metavar="auto|none|T[,T...]",
+            help="BOCR: trial numbers of the rollbacks; auto: 50%% and 75%% of --n-trials "
+            "(BOCR's 100 and 150 of 200); none: clustered BO only (default: %(default)s)",
+        )
+        g.add_argument(
+            "--patience",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help="BOCR: roll back early after N trials without a new best, from 40%% / 65%% "
+            "of --n-trials on (default: max(5, 10%% of --n-trials))",
+        )
+        g.add_argument(
+            "--unstructured-fallback",
+            action="store_true",
+            help="BOCR: if the layer features do not group the layers better than chance (a "
+            "permutation test; a warning says so either way), search one ratio per layer "
+            "from the first trial instead of clustering",
+        )
+        g.add_argument(
+            "--n-startup-trials",
+            type=positive_int,
+            default=10,
+            metavar="N",
+            help="quasi-random trials before the GP (bocr, gp, tpe) (default: %(default)s)",
+        )
+        g.add_argument(
+            "--pruner",
+            default="none",
+            choices=("none", "median"),
+            help="Optuna pruner: none (every trial scores the whole validation split, as BOCR "
+            "does), or median (stop trials whose running accuracy is below the median; saves "
+            "time, but the sampler learns nothing from pruned trials) (default: %(default)s)",
+        )
+        g.add_argument(
+            "--val-size",
+            type=positive_int,
+            default=2000,
+            metavar="N",
+            help="validation images (from the training set) scoring each trial "
+            "(default: %(default)s)",
+        )
+        g.add_argument(
+            "--calibration-images",
+            type=positive_int,
+            default=3000,
+            metavar="N",
+            help="training images whose features drive the least-squares weight "
+            "reconstruction (default: %(default)s)",
+        )
+        g.add_argument(
+            "--points-per-layer",
+            type=positive_int,
+            default=10,
+            metavar="N",
+            help="spatial samples per image and layer for the reconstruction "
+            "(default: %(default)s)",
+        )
+        g.add_argument(
+            "--workers",
+            type=positive_int,
+            default=1,
+            metavar="N",
+            help="trials run at once in threads, each with its own copy of the model (useful "
+            "on a GPU). For several processes or machines, run the same command with the same "
+            "--storage (an RDB URL such as postgresql://...) in each (default: %(default)s)",
+        )
+        g = parser.add_argument_group("storage and output")
+        g.add_argument(
+            "--storage",
+            default=DEFAULT_STORAGE,
+            metavar="URL",
+            help="Optuna storage (default: %(default)s): an SQLAlchemy URL such as "
+            "sqlite:///FILE or postgresql://... (needs optuna-bocr[postgresql]), or the path "
+            "of a JournalStorage file",
+        )
+        g.add_argument(
+            "--study-name",
+            default=None,
+            metavar="NAME",
+            help="study name (default: <model>-<dataset>-flops<ratio>[-<sampler>], e.g. "
+            "resnet20-fashion-mnist-flops0.5)",
+        )
+        g.add_argument(
+            "--heartbeat",
+            type=nonneg_int,
+            default=60,
+            metavar="SECONDS",
+            help="RDB storages: each running trial records a heartbeat this often; a trial "
+            "whose worker died (no heartbeat for twice this) is failed and re-queued by the "
+            "next worker; 0: off (default: %(default)s)",
+        )
+        g.add_argument(
+            "--export",
+            default=None,
+            metavar="PATH",
+            help="file for the pruned model of the best trial (default: <study-name>.pt)",
+        )
+        g.add_argument("--no-export", action="store_true", help="do not export the best trial")
+        g.add_argument(
+            "--artifact-store",
+            default=None,
+            metavar="DIR",
+            help="upload the exported model and its per-layer plot to this Optuna "
+            "FileSystemArtifactStore, attached to the study (view them with `optuna-dashboard "
+            "<storage> --artifact-dir DIR`)",
+        )
+        g.add_argument("--verbose", action="store_true", help="log every trial (Optuna INFO logs)")
+        TrainSettings.add_arguments(parser, "train-", epochs=2.0)
+
+    def take_action(self, args: argparse.Namespace) -> int:
+        from optuna_bocr.cli._prune_job import run_prune
+
+        settings = PruneSettings.from_args(args)
+        settings.check()
+        return run_prune(settings)

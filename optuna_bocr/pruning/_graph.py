@@ -186,32 +186,56 @@ def find_prunable_layers(
     Returns:
         The prunable layers in execution order (see the module docstring for the rule).
     """
+    return classify_layers(model, example, order)[0]
+
+
+def classify_layers(
+    model: nn.Module, example: torch.Tensor, order: Sequence[str]
+) -> tuple[list[PrunableLayer], dict[str, str]]:
+    """Like :func:`find_prunable_layers`, and why each other layer is not prunable.
+
+    Returns:
+        The prunable layers in execution order, and module name -> reason for every other
+        ``Conv2d`` and ``Linear`` layer of ``model`` (in module order).
+    """
     graph = build_graph(model, example)
     names = {module: name for name, module in model.named_modules()}
     rank = {name: i for i, name in enumerate(order)}
     layers: list[PrunableLayer] = []
+    reasons: dict[str, str] = {}
     for module, name in names.items():
-        if not isinstance(module, nn.Conv2d) or module.groups != 1 or name not in rank:
+        if isinstance(module, nn.Linear):
+            reasons[name] = "Linear layers keep their inputs"
             continue
-        if module not in graph.module2node:
+        if not isinstance(module, nn.Conv2d):
             continue
-        layer = _check_group(graph, module, name, names)
-        if layer is not None:
-            layers.append(layer)
+        if module.groups != 1:
+            reasons[name] = (
+                "depthwise, pruned with its producer" if _is_depthwise(module) else "grouped"
+            )
+        elif name not in rank or module not in graph.module2node:
+            reasons[name] = "not run in the forward pass"
+        else:
+            verdict = _check_group(graph, module, name, names)
+            if isinstance(verdict, PrunableLayer):
+                layers.append(verdict)
+            else:
+                reasons[name] = verdict
     layers.sort(key=lambda layer: rank[layer.name])
-    return layers
+    return layers, reasons
 
 
 def _check_group(
     graph: tp.DependencyGraph, consumer: nn.Conv2d, name: str, names: dict[nn.Module, str]
-) -> PrunableLayer | None:
+) -> PrunableLayer | str:
+    """The prunable layer of ``consumer``, or why it is not one."""
     channels = consumer.in_channels
     try:
         group = graph.get_pruning_group(
             consumer, tp.prune_conv_in_channels, idxs=list(range(channels))
         )
     except Exception:  # torch-pruning cannot map this group: not prunable.
-        return None
+        return "torch-pruning cannot trace its input channels"
     producers: list[str] = []
     depthwise: list[str] = []
     batchnorms: list[str] = []
@@ -220,25 +244,25 @@ def _check_group(
         dep, idxs = item.dep, item.idxs
         target = dep.target.module
         if len(idxs) != channels:
-            return None
+            return "its input channels are part of a concatenation or split"
         if isinstance(target, nn.Conv2d):
             target_name = names[target]
             if _is_depthwise(target):
                 if target_name not in depthwise:
                     depthwise.append(target_name)
             elif target.groups != 1:
-                return None
+                return f"its input channels are tied to grouped convolution {target_name}"
             elif graph.is_in_channel_pruning_fn(dep.handler):
                 if target is not consumer:
-                    return None
+                    return f"its input channels also feed {target_name} (a shared stream)"
                 consumer_seen += 1
             elif graph.is_out_channel_pruning_fn(dep.handler):
                 if target is consumer:
-                    return None
+                    return "its input channels are its own output channels"
                 if target_name not in producers:
                     producers.append(target_name)
             else:
-                return None
+                return f"its input channels are tied to {target_name} in an unsupported way"
         elif isinstance(target, nn.BatchNorm2d):
             target_name = names[target]
             if target_name not in batchnorms:
@@ -247,9 +271,16 @@ def _check_group(
             continue
         else:
             # Linear, concat, split, reshape, slice, output, other parametrised layers ...
-            return None
-    if consumer_seen != 1 or len(producers) != 1:
-        return None
+            if target in names:
+                return f"its input channels are tied to {names[target]}"
+            op = type(target).__name__.strip("_").removesuffix("Op").lower()
+            return f"its input channels pass through a {op} operation"
+    if not producers:
+        return "no Conv2d produces its input (e.g. the first layer)"
+    if len(producers) > 1:
+        return f"its input is the sum of {', '.join(producers)} (a residual add)"
+    if consumer_seen != 1:
+        return "torch-pruning does not map its input channels once"
     return PrunableLayer(
         name=name,
         producer=producers[0],

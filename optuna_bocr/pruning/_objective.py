@@ -6,11 +6,9 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 import contextlib
 import copy
-import math
 import time
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial
@@ -25,102 +23,14 @@ from optuna_bocr.keys import FLOPS_RATIO_KEY
 from optuna_bocr.keys import PARAMS_RATIO_KEY
 from optuna_bocr.keys import TOP1_KEY
 from optuna_bocr.keys import TOP5_KEY
-from optuna_bocr.pruning._flops import BudgetModel
-from optuna_bocr.pruning._graph import find_prunable_layers
-from optuna_bocr.pruning._graph import measure_layers
-from optuna_bocr.pruning._graph import PrunableLayer
-from optuna_bocr.pruning._reconstruct import FeatureCapture
-from optuna_bocr.pruning._reconstruct import l1_importance
-from optuna_bocr.pruning._reconstruct import reconstruct
-from optuna_bocr.pruning._reconstruct import select_channels
-from optuna_bocr.sampler._features import ParameterFeatures
-
-_logger = optuna.logging.get_logger(__name__)
-
-_CAPTURE_BATCH = 100
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"Invalid device {device!r}: {e}") from e
-
-
-def _same_device(a: torch.device, b: torch.device) -> bool:
-    if a.type != b.type:
-        return False
-    if a.type == "cuda":
-        ia = a.index if a.index is not None else torch.cuda.current_device()
-        ib = b.index if b.index is not None else torch.cuda.current_device()
-        return ia == ib
-    return True
-
-
-def _iter_pairs(data: DataLoader | Dataset, what: str) -> Iterator[tuple[Any, Any]]:
-    if isinstance(data, DataLoader):
-        yield from data
-    elif isinstance(data, Dataset):
-        yield from DataLoader(data, batch_size=256, shuffle=False)
-    else:
-        raise TypeError(f"{what} must be a torch DataLoader or Dataset, got {type(data)!r}.")
-
-
-def _split_batch(batch: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(batch, (list, tuple)) or len(batch) < 2:
-        raise ValueError(f"{what} must yield (images, labels) pairs.")
-    x, y = batch[0], batch[1]
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError(f"{what} must yield tensors, got {type(x)!r} and {type(y)!r}.")
-    return x, torch.as_tensor(y)
-
-
-def _check_data_device(x: torch.Tensor, device: torch.device, what: str) -> None:
-    if x.device.type != "cpu" and not _same_device(x.device, device):
-        raise ValueError(
-            f"{what} is on {x.device} but the objective runs on {device}: put the data on "
-            f"the CPU or on {device}, or pass device={str(x.device)!r}."
-        )
-
-
-def _collect(
-    data: DataLoader | Dataset, what: str, device: torch.device, limit: int | None, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(data, Dataset) and not isinstance(data, DataLoader) and limit is not None:
-        try:
-            n = len(data)  # type: ignore[arg-type]
-        except TypeError:
-            n = None
-        if n is not None and n > limit:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit]
-            data = torch.utils.data.Subset(data, order.tolist())
-    xs: list[torch.Tensor] = []
-    ys: list[torch.Tensor] = []
-    count = 0
-    for batch in _iter_pairs(data, what):
-        x, y = _split_batch(batch, what)
-        _check_data_device(x, device, what)
-        if x.dim() == 3:
-            x = x.unsqueeze(0)
-            y = y.reshape(1)
-        xs.append(x.detach().cpu())
-        ys.append(y.detach().cpu().reshape(-1))
-        count += x.shape[0]
-        if limit is not None and count >= limit:
-            break
-    if count == 0:
-        raise ValueError(f"{what} is empty.")
-    images = torch.cat(xs)
-    labels = torch.cat(ys)
-    if limit is not None:
-        images, labels = images[:limit], labels[:limit]
-    if images.dim() != 4:
-        raise ValueError(f"{what} images must be (C, H, W) tensors, got shape {images.shape[1:]}.")
-    if not images.is_floating_point():
-        raise TypeError(f"{what} images must be floating point tensors, got {images.dtype}.")
-    return images, labels.long()
+from optuna_bocr.pruning._batchnorm import batchnorm_layers
+from optuna_bocr.pruning._inputs import check_model_device
+from optuna_bocr.pruning._inputs import collect
+from optuna_bocr.pruning._network import PrunableNetwork
+from optuna_bocr.pruning._weights import ChannelWeights
+from optuna_bocr.sampler import ParameterFeatures
+from optuna_bocr.training._device import resolve_device
+from optuna_bocr.training._evaluation import accuracy
 
 
 class PruningObjective:
@@ -131,14 +41,20 @@ class PruningObjective:
     the layer's module (e.g. ``"layer1.0.conv2"``). For a trial, the ratios are clipped in
     network order to meet the FLOPs budget (:meth:`clip`), each layer keeps the input
     channels of largest L1 importance, the kept weights are refitted by least squares to the
-    unpruned layer's outputs on calibration features captured once at construction, and the
-    top-1 accuracy (%) on the validation data is returned. By default each trial is
-    evaluated on the physically smaller network (what :meth:`export` returns, built in a few
-    hundredths of a second), which runs the pruned network's FLOPs rather than the full
-    network's (how much faster that is depends on the network and the convolution kernels:
-    2x for MobileNetV1 at 50% FLOPs on a CPU); ``evaluate_pruned=False`` evaluates the
-    full-size network with the pruned channels zeroed instead (as the BOCR paper does). Both
-    compute the same function up to floating-point rounding.
+    unpruned layer's outputs on calibration features captured once at construction
+    (``reconstruction=True``, the default), the batch-norm running statistics are
+    optionally re-estimated on calibration images (``bn_recalibration``), and the top-1
+    accuracy (%) on the validation data is returned. By default each trial is evaluated on
+    the physically smaller network (what :meth:`export` returns, built in a few hundredths
+    of a second), which runs the pruned network's FLOPs rather than the full network's (how
+    much faster that is depends on the network and the convolution kernels: 2x for
+    MobileNetV1 at 50% FLOPs on a CPU); ``evaluate_pruned=False`` evaluates the full-size
+    network with the pruned channels zeroed instead (as the BOCR paper does). Both compute
+    the same function up to floating-point rounding.
+
+    Every public method that takes ``ratios`` takes *requested* ratios (one per prunable
+    layer, in ``[lbound, rbound]``) and clips them by the budget rule itself; clipping is a
+    no-op on actual (already clipped) ratios, so passing those gives the same result.
 
     A layer is prunable when removing its input channels only requires removing the output
     channels of the producing convolution, its batch norm and any depthwise convolutions in
@@ -150,16 +66,18 @@ class PruningObjective:
     Recorded user attributes on each trial (keys in :mod:`optuna_bocr.keys`):
     ``ACTUAL_PARAMS_KEY`` (layer -> actual ratio after clipping; set before evaluation, so
     pruned trials have it too), ``FLOPS_RATIO_KEY``, ``PARAMS_RATIO_KEY``, ``TOP1_KEY``,
-    ``TOP5_KEY`` (with at least 10 classes) and ``EVAL_SECONDS_KEY``.
+    ``TOP5_KEY`` and ``EVAL_SECONDS_KEY``.
 
     Args:
         model: A trained classifier (left untouched: the objective works on a copy).
-        calibration: Training images (``(image, label)`` pairs) for the feature capture.
+        calibration: Training images (``(image, label)`` pairs) for the feature capture and
+            the batch-norm recalibration.
         validation: Held-out images with labels, never the test set. Held on the device.
         flops_ratio: FLOPs budget as a fraction of the unpruned model's FLOPs, in (0, 1].
         lbound: Smallest preserve ratio.
         rbound: Largest preserve ratio.
-        device: ``"auto"`` (CUDA if available), or any torch device.
+        device: ``"auto"`` (CUDA if available), or any torch device
+            (see :func:`optuna_bocr.training.resolve_device`).
         n_calibration_images: Images used for the feature capture (a seeded random subset
             of a ``Dataset``; the first ones of a ``DataLoader``).
         points_per_layer: Random output positions sampled per image and layer.
@@ -169,11 +87,24 @@ class PruningObjective:
         autocast: Evaluate under :func:`torch.autocast` (float16 on CUDA, bfloat16 on CPU).
         evaluate_pruned: Evaluate each trial on the physically pruned network (usually
             faster) rather than on the masked full-size network.
+        reconstruction: Refit the kept weights by least squares (``False``: keep them as
+            they are, and capture no features).
+        bn_recalibration: Batches of calibration images on which every trial's network has
+            its batch-norm running statistics re-estimated (0: off). The images are one
+            fixed set (the first ``bn_recalibration * bn_batch_size`` of the calibration
+            subset), held on the device; :meth:`export` recalibrates the same way. Cost:
+            forward passes over those images per trial (no backward pass). Off by default:
+            with or without the reconstruction, it did not rank pruning strategies by
+            fine-tuned accuracy better than the reconstruction alone on both ResNet-20 and
+            MobileNetV1 (``benchmarks/README.md``, "Proxy quality").
+        bn_batch_size: Images per batch of the recalibration.
         seed: Seed of the calibration subset and sampled positions.
 
     Raises:
-        ValueError: Infeasible budget, bad bounds, no prunable layer, empty or mismatched
-            data, model or data on another device, non-finite model outputs.
+        ValueError: Infeasible budget, bad bounds or counts, no prunable layer, recalibration
+            asked of a model without batch norms, empty or mismatched data, model or data on
+            another device, an unknown device.
+        FloatingPointError: Non-finite model outputs on the validation data.
     """
 
     def __init__(
@@ -192,6 +123,9 @@ class PruningObjective:
         report_every: int | None = 1,
         autocast: bool = False,
         evaluate_pruned: bool = True,
+        reconstruction: bool = True,
+        bn_recalibration: int = 0,
+        bn_batch_size: int = 64,
         seed: int = 0,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -206,6 +140,7 @@ class PruningObjective:
             ("n_calibration_images", n_calibration_images),
             ("points_per_layer", points_per_layer),
             ("eval_batch_size", eval_batch_size),
+            ("bn_batch_size", bn_batch_size),
         ]:
             if int(value) != value or value < 1:
                 raise ValueError(f"{arg} must be a positive integer, got {value!r}.")
@@ -213,8 +148,21 @@ class PruningObjective:
             raise ValueError(
                 f"report_every must be a positive integer or None, got {report_every!r}."
             )
-        self._device = _resolve_device(device)
-        self._check_model_device(model)
+        if isinstance(bn_recalibration, bool) or int(bn_recalibration) != bn_recalibration:
+            raise ValueError(
+                f"bn_recalibration must be a whole number of batches, got {bn_recalibration!r}."
+            )
+        if bn_recalibration < 0:
+            raise ValueError(
+                f"bn_recalibration must be >= 0 batches (0 turns it off), got {bn_recalibration}."
+            )
+        if bn_recalibration > 0 and not batchnorm_layers(model):
+            raise ValueError(
+                f"bn_recalibration={bn_recalibration} needs batch-norm layers with running "
+                "statistics, and the model has none: pass bn_recalibration=0."
+            )
+        self._device = resolve_device(device)
+        check_model_device(model, self._device)
         self.flops_ratio = float(flops_ratio)
         self.lbound = float(lbound)
         self.rbound = float(rbound)
@@ -222,89 +170,55 @@ class PruningObjective:
         self._report_every = report_every
         self._autocast = bool(autocast)
         self._evaluate_pruned = bool(evaluate_pruned)
+        self.reconstruction = bool(reconstruction)
+        self.bn_recalibration = int(bn_recalibration)
+        self._bn_batch_size = int(bn_batch_size)
         self._seed = int(seed)
 
         self._model = copy.deepcopy(model).to(self._device).eval()
         for p in self._model.parameters():
             p.requires_grad_(False)
 
-        cal_x, _ = _collect(calibration, "calibration", self._device, n_calibration_images, seed)
-        val_x, val_y = _collect(validation, "validation", self._device, None, seed)
+        n_bn = self.bn_recalibration * self._bn_batch_size
+        n_cal = max(int(n_calibration_images) if self.reconstruction else 1, n_bn)
+        cal_x, _ = collect(calibration, "calibration", self._device, n_cal, seed)
+        val_x, val_y = collect(validation, "validation", self._device, None, seed)
         if cal_x.shape[1:] != val_x.shape[1:]:
             raise ValueError(
                 f"calibration images have shape {tuple(cal_x.shape[1:])} but validation images "
                 f"have shape {tuple(val_x.shape[1:])}."
             )
-        self.input_size: tuple[int, int, int] = tuple(val_x.shape[1:])  # type: ignore[assignment]
-        example = cal_x[:1].to(self._device)
-        try:
-            self._infos = measure_layers(self._model, example)
-            logits = self._model(example)
-        except (RuntimeError, ValueError) as e:
+        if n_bn > cal_x.shape[0]:
             raise ValueError(
-                f"The model cannot run on images of shape {self.input_size}: {e}"
-            ) from e
-        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-            raise ValueError("The model must return a (batch, classes) tensor of logits.")
-        self.num_classes = int(logits.shape[1])
+                f"bn_recalibration={self.bn_recalibration} batches of {self._bn_batch_size} "
+                f"need {n_bn} calibration images, the calibration data has {cal_x.shape[0]}: "
+                "lower bn_recalibration or bn_batch_size."
+            )
+        self.input_size: tuple[int, int, int] = tuple(val_x.shape[1:])  # type: ignore[assignment]
+        self._net = PrunableNetwork(
+            self._model, cal_x[:1].to(self._device), flops_ratio=flops_ratio, lbound=lbound
+        )
+        self.num_classes = self._net.num_classes
         if val_y.min() < 0 or val_y.max() >= self.num_classes:
             raise ValueError(
                 f"validation labels must be in [0, {self.num_classes}) (the model has "
                 f"{self.num_classes} outputs), got [{int(val_y.min())}, {int(val_y.max())}]."
             )
+        self._layers = self._net.layers
+        self._convs = self._net.convs
+        self._budget = self._net.budget
+        self.original_flops: int = self._net.original_flops
+        self.original_params: int = self._net.original_params
 
-        self._layers: list[PrunableLayer] = find_prunable_layers(
-            self._model, example, list(self._infos)
+        self._weights = ChannelWeights(
+            self._model,
+            self._convs,
+            calibration=cal_x[: int(n_calibration_images)] if self.reconstruction else None,
+            points_per_layer=int(points_per_layer),
+            seed=seed,
+            device=self._device,
         )
-        if not self._layers:
-            raise ValueError(
-                "The model has no prunable layer (a Conv2d whose input channels can be "
-                "removed by removing only the output channels of one producing Conv2d)."
-            )
-        modules = dict(self._model.named_modules())
-        self._convs: dict[str, nn.Conv2d] = {
-            layer.name: modules[layer.name] for layer in self._layers
-        }
-        affine = {
-            name: bool(m.affine)
-            for name, m in modules.items()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        }
-        n_params = sum(p.numel() for p in self._model.parameters())
-        self._budget = BudgetModel(self._infos, self._layers, affine, n_params)
-        self.original_flops: int = self._budget.original_flops
-        self.original_params: int = n_params
-        self._target = self.flops_ratio * self.original_flops
-        min_flops = self._budget.min_flops(self.lbound)
-        if min_flops > self._target:
-            raise ValueError(
-                f"flops_ratio={self.flops_ratio} cannot be met: with every prunable layer at "
-                f"lbound={self.lbound} the model keeps {min_flops / self.original_flops:.3f} "
-                f"of its FLOPs. Raise flops_ratio or lower lbound."
-            )
-
-        self._originals = {
-            name: conv.weight.detach().clone() for name, conv in self._convs.items()
-        }
-        self._importance = {name: l1_importance(w) for name, w in self._originals.items()}
-        self._last_weights: tuple[tuple[int, ...], dict[str, torch.Tensor]] | None = None
-
-        started = time.perf_counter()
-        capture = FeatureCapture(self._convs, points_per_layer=int(points_per_layer), seed=seed)
-        batches = (
-            cal_x[i : i + _CAPTURE_BATCH].to(self._device)
-            for i in range(0, cal_x.shape[0], _CAPTURE_BATCH)
-        )
-        self._grams = capture.run(self._model, batches)
-        self._targets = {
-            name: self._grams[name] @ w.reshape(w.shape[0], -1).T.to(torch.float64)
-            for name, w in self._originals.items()
-        }
-        _logger.info(
-            f"Captured features of {len(self._layers)} layers from {cal_x.shape[0]} images "
-            f"in {time.perf_counter() - started:.1f}s."
-        )
-
+        self._bn_x = cal_x[:n_bn].to(self._device)
         self._val_x = val_x.to(self._device)
         self._val_y = val_y.to(self._device)
         self.baseline_top1: float = self._evaluate_model(self._model, None)[0]
@@ -334,29 +248,10 @@ class PruningObjective:
             ``vectors``: ``(c_in, c_out, kernel area, params, FLOPs, output size,
             c_in / c_out)`` of the layer (FLOPs as multiply-accumulates).
         """
-        samples = {}
-        vectors = {}
-        for layer in self._layers:
-            info = self._infos[layer.name]
-            conv = self._convs[layer.name]
-            params = sum(p.numel() for p in conv.parameters())
-            samples[layer.name] = self._importance[layer.name].cpu().numpy().astype(np.float64)
-            vectors[layer.name] = np.array(
-                [
-                    info.in_channels,
-                    info.out_channels,
-                    info.kernel_area,
-                    params,
-                    info.macs,
-                    info.output_size,
-                    info.in_channels / info.out_channels,
-                ],
-                dtype=np.float64,
-            )
-        return ParameterFeatures(samples=samples, vectors=vectors)
+        return self._net.features(self._weights.importance)
 
     def clip(self, ratios: Mapping[str, float]) -> dict[str, float]:
-        """Apply the FLOPs budget rule to proposed ratios (see :class:`PruningObjective`).
+        """Apply the FLOPs budget rule to requested ratios (see :class:`PruningObjective`).
 
         Args:
             ratios: One ratio in ``[lbound, rbound]`` per prunable layer.
@@ -365,15 +260,14 @@ class PruningObjective:
             The actual ratios (plain floats), layer name -> ratio, in network order.
         """
         self._check_ratios(ratios)
-        return self._budget.clip(ratios, target=self._target, lbound=self.lbound)
+        return self._budget.clip(ratios, target=self._net.target, lbound=self.lbound)
 
     def predicted_flops(self, ratios: Mapping[str, float]) -> int:
-        """FLOPs (multiply-accumulates) of the network pruned to (already clipped) ratios."""
-        self._check_ratios(ratios)
-        return self._budget.flops(self._budget.keep(ratios))
+        """FLOPs (multiply-accumulates) of the network pruned to the clipped ``ratios``."""
+        return self._budget.flops(self._keep(self.clip(ratios)))
 
     def evaluate(self, ratios: Mapping[str, float]) -> dict[str, Any]:
-        """Clip, prune, reconstruct and evaluate, without a trial.
+        """Clip, prune, reconstruct, recalibrate and evaluate, without a trial.
 
         Args:
             ratios: One ratio in ``[lbound, rbound]`` per prunable layer.
@@ -397,33 +291,20 @@ class PruningObjective:
         return float(result[TOP1_KEY])
 
     def masked_weights(self, ratios: Mapping[str, float]) -> dict[str, torch.Tensor]:
-        """Reconstructed, masked consumer weights for already clipped ratios.
+        """Consumer weights (reconstructed, or as they are) for the clipped ``ratios``.
 
         Args:
-            ratios: Actual ratio per prunable layer.
+            ratios: One ratio in ``[lbound, rbound]`` per prunable layer.
 
         Returns:
             Layer name -> weight of the original shape, zero in the pruned input channels.
             Layers that keep every channel are left out.
         """
-        keep = self._budget.keep(ratios)
-        key = tuple(keep[layer.name] for layer in self._layers)
-        if self._last_weights is not None and self._last_weights[0] == key:
-            return dict(self._last_weights[1])
-        out = {}
-        for layer in self._layers:
-            k = keep[layer.name]
-            if k >= layer.channels:
-                continue
-            kept = select_channels(self._importance[layer.name], k)
-            out[layer.name] = reconstruct(
-                self._grams[layer.name],
-                self._targets[layer.name],
-                self._originals[layer.name],
-                kept,
-            )
-        self._last_weights = (key, out)
-        return dict(out)
+        return self._weights.masked(self._keep(self.clip(ratios)))
+
+    def kept_channels(self, ratios: Mapping[str, float]) -> dict[str, torch.Tensor]:
+        """Sorted indices of the kept input channels of each layer for the clipped ``ratios``."""
+        return self._weights.kept(self._keep(self.clip(ratios)))
 
     @contextlib.contextmanager
     def masked(self, ratios: Mapping[str, float]) -> Iterator[nn.Module]:
@@ -433,40 +314,21 @@ class PruningObjective:
             ratios: One ratio in ``[lbound, rbound]`` per layer (clipped by the budget).
 
         Yields:
-            The objective's own network (on its device, eval mode) with the reconstructed,
-            masked weights swapped in. They are restored exactly on exit: do not keep it.
+            The objective's own network (on its device, eval mode) with the masked weights
+            swapped in (and its batch norms recalibrated when ``bn_recalibration`` is on).
+            Weights and statistics are restored exactly on exit: do not keep it.
         """
-        with self._applied(self.clip(ratios)):
-            yield self._model
-
-    @contextlib.contextmanager
-    def _applied(self, actual: Mapping[str, float]) -> Iterator[None]:
-        weights = self.masked_weights(actual)
-        try:
-            with torch.no_grad():
-                for name, weight in weights.items():
-                    self._convs[name].weight.copy_(weight)
-            yield
-        finally:
-            with torch.no_grad():
-                for name in weights:
-                    self._convs[name].weight.copy_(self._originals[name])
-
-    def kept_channels(self, ratios: Mapping[str, float]) -> dict[str, torch.Tensor]:
-        """Sorted indices of the kept input channels of each layer for (clipped) ratios."""
-        keep = self._budget.keep(ratios)
-        return {
-            layer.name: select_channels(self._importance[layer.name], keep[layer.name]).cpu()
-            for layer in self._layers
-        }
+        with self._applied(self.clip(ratios)) as model:
+            yield model
 
     def export(self, trial_or_ratios: FrozenTrial | Mapping[str, float]) -> nn.Module:
         """Build the physically pruned network of a trial (or of ratios).
 
         The trial's recorded actual ratios are used when present (its params otherwise);
         ratios are clipped by the budget rule (a no-op on actual ratios). The result has the
-        kept channels, the reconstructed weights, and computes what the masked network of
-        the search computes.
+        kept channels, their weights (reconstructed or not, as in the search), recalibrated
+        batch norms when ``bn_recalibration`` is on, and computes what the network scored
+        during the search computes.
 
         Args:
             trial_or_ratios: A finished trial of this objective, or one ratio per layer.
@@ -490,59 +352,35 @@ class PruningObjective:
 
     # -- internals ------------------------------------------------------------------------
 
+    def _keep(self, actual: Mapping[str, float]) -> dict[str, int]:
+        return self._budget.keep(actual)
+
+    def _applied(
+        self, actual: Mapping[str, float]
+    ) -> contextlib.AbstractContextManager[nn.Module]:
+        weights = self._weights.masked(self._keep(actual))
+        bn_images = self._bn_x if self.bn_recalibration else None
+        return self._net.masked(weights, self._weights.originals, bn_images, self._bn_batch_size)
+
     def _pruned(self, actual: Mapping[str, float]) -> nn.Module:
         """The physically pruned copy of the network for clipped ratios (no gradients)."""
-        from optuna_bocr.pruning._export import prune_physically
-
-        weights = self.masked_weights(actual)
-        model = copy.deepcopy(self._model)
-        modules = dict(model.named_modules())
-        with torch.no_grad():
-            for name, weight in weights.items():
-                modules[name].weight.copy_(weight)
-        kept = self.kept_channels(actual)
-        return prune_physically(model, self._val_x[:1], self._layers, kept).eval()
-
-    def _check_model_device(self, model: nn.Module) -> None:
-        devices = {t.device for t in list(model.parameters()) + list(model.buffers())}
-        for dev in devices:
-            if dev.type != "cpu" and not _same_device(dev, self._device):
-                raise ValueError(
-                    f"The model is on {dev} but the objective runs on {self._device}: move the "
-                    f"model to the CPU or to {self._device}, or pass device={str(dev)!r}."
-                )
+        keep = self._keep(actual)
+        bn_images = self._bn_x if self.bn_recalibration else None
+        return self._net.pruned(
+            self._weights.masked(keep), self._weights.kept(keep), bn_images, self._bn_batch_size
+        )
 
     def _check_ratios(self, ratios: Mapping[str, float]) -> None:
-        if not isinstance(ratios, Mapping):
-            raise TypeError(
-                f"ratios must be a mapping of layer name -> ratio, got {type(ratios)!r}."
-            )
-        names = {layer.name for layer in self._layers}
-        missing = names - set(ratios)
-        unknown = set(ratios) - names
-        if missing or unknown:
-            raise ValueError(
-                f"ratios must have one value per prunable layer; missing {sorted(missing)}, "
-                f"unknown {sorted(unknown)}."
-            )
-        for name, value in ratios.items():
-            v = float(value)
-            if not math.isfinite(v) or not (self.lbound <= v <= self.rbound):
-                raise ValueError(
-                    f"Ratio of {name!r} is {value}, outside [lbound, rbound] = "
-                    f"[{self.lbound}, {self.rbound}]."
-                )
+        self._net.check_ratios(ratios, self.lbound, self.rbound)
 
     def _run(self, ratios: Mapping[str, float], trial: optuna.Trial | None) -> dict[str, Any]:
         started = time.perf_counter()
         actual = self.clip(ratios)
-        keep = self._budget.keep(actual)
-        flops = self._budget.flops(keep)
-        params = self._budget.params(keep)
+        keep = self._keep(actual)
         result: dict[str, Any] = {
             ACTUAL_PARAMS_KEY: {name: float(v) for name, v in actual.items()},
-            FLOPS_RATIO_KEY: flops / self.original_flops,
-            PARAMS_RATIO_KEY: params / self.original_params,
+            FLOPS_RATIO_KEY: self._budget.flops(keep) / self.original_flops,
+            PARAMS_RATIO_KEY: self._budget.params(keep) / self.original_params,
         }
         if trial is not None:
             for key, value in result.items():
@@ -550,51 +388,34 @@ class PruningObjective:
         if self._evaluate_pruned:
             top1, top5 = self._evaluate_model(self._pruned(actual), trial)
         else:
-            with self._applied(actual):
-                top1, top5 = self._evaluate_model(self._model, trial)
+            with self._applied(actual) as model:
+                top1, top5 = self._evaluate_model(model, trial)
         result[TOP1_KEY] = top1
-        if top5 is not None:
-            result[TOP5_KEY] = top5
+        result[TOP5_KEY] = top5
         result[EVAL_SECONDS_KEY] = time.perf_counter() - started
         return result
 
-    def _evaluate_model(
-        self, model: nn.Module, trial: optuna.Trial | None
-    ) -> tuple[float, float | None]:
+    def _evaluate_model(self, model: nn.Module, trial: optuna.Trial | None) -> tuple[float, float]:
+        """Top-1 and top-5 (%) of ``model`` on the validation images (shared loop)."""
         n = self._val_x.shape[0]
-        correct1 = torch.zeros((), dtype=torch.long, device=self._device)
-        correct5 = torch.zeros((), dtype=torch.long, device=self._device)
-        with_top5 = self.num_classes >= 10
-        seen = 0
-        autocast_dtype = torch.float16 if self._device.type == "cuda" else torch.bfloat16
-        with (
-            torch.inference_mode(),
-            torch.autocast(self._device.type, dtype=autocast_dtype, enabled=self._autocast),
-        ):
-            for step, start in enumerate(range(0, n, self._eval_batch_size)):
-                x = self._val_x[start : start + self._eval_batch_size]
-                y = self._val_y[start : start + self._eval_batch_size]
-                logits = model(x)
-                if not bool(torch.isfinite(logits).all()):
-                    raise ValueError(
-                        "The model produced NaN or infinite outputs on the validation data."
-                    )
-                if with_top5:
-                    top = logits.topk(5, dim=1).indices
-                    hits = top == y[:, None]
-                    correct1 += hits[:, 0].sum()
-                    correct5 += hits.any(dim=1).sum()
-                else:
-                    correct1 += (logits.argmax(dim=1) == y).sum()
-                seen += x.shape[0]
-                if (
-                    trial is not None
-                    and self._report_every is not None
-                    and (step + 1) % self._report_every == 0
-                    and seen < n
-                ):
-                    trial.report(100.0 * int(correct1) / seen, step)
-                    if trial.should_prune():
-                        raise optuna.TrialPruned(f"Pruned at step {step} ({seen} images).")
-        top1 = 100.0 * int(correct1) / n
-        return top1, (100.0 * int(correct5) / n if with_top5 else None)
+        size = self._eval_batch_size
+        batches = (
+            (self._val_x[i : i + size], self._val_y[i : i + size]) for i in range(0, n, size)
+        )
+        every = self._report_every
+
+        def report(step: int, seen: int, correct1: torch.Tensor) -> None:
+            if trial is None or every is None or (step + 1) % every != 0 or seen >= n:
+                return
+            trial.report(100.0 * int(correct1) / seen, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"Pruned at step {step} ({seen} images).")
+
+        return accuracy(
+            model,
+            batches,
+            device=self._device,
+            autocast=self._autocast,
+            what="the validation data",
+            on_batch=report,
+        )

@@ -9,7 +9,7 @@ from scipy.optimize import minimize
 from scipy.stats import qmc
 import torch
 
-from optuna_bocr.sampler._gp import Posterior
+from optuna_bocr.sampler._posterior import Posterior
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _SQRT_HALF = math.sqrt(0.5)
@@ -43,6 +43,28 @@ def log_ei(mean: torch.Tensor, var: torch.Tensor, best: float) -> torch.Tensor:
     return standard_log_ei((mean - best) / sigma) + sigma.log()
 
 
+def log_ei_with_gradient(
+    posterior: Posterior, x: np.ndarray, best: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log-EI at the rows of ``x`` and its gradient in ``x``, in closed form.
+
+    With ``h(z) = log(phi(z) + z Phi(z))``, ``h'(z) = Phi(z) / (phi(z) + z Phi(z))``
+    ``= exp(log Phi(z) - h(z))``; ``d/dmean = h'(z) / sigma`` and ``d/dvar =
+    (1 - z h'(z)) / (2 var)``.
+    """
+    with torch.no_grad():
+        mean, var, d_mean, d_var = posterior.with_gradients(torch.from_numpy(x))
+        sigma = var.sqrt()
+        z = (mean - best) / sigma
+        h = standard_log_ei(z)
+        h_prime = torch.exp(torch.special.log_ndtr(z) - h)
+        value = h + sigma.log()
+        grad = (h_prime / sigma).unsqueeze(-1) * d_mean + (
+            (1.0 - z * h_prime) / (2.0 * var)
+        ).unsqueeze(-1) * d_var
+    return value.numpy(), grad.numpy()
+
+
 def optimize_log_ei(
     posterior: Posterior,
     *,
@@ -57,7 +79,7 @@ def optimize_log_ei(
     """Maximise log-EI on ``[0, 1]^dim``.
 
     ``n_candidates`` scrambled Sobol points (seeded from ``rng``) are scored; L-BFGS-B
-    (SciPy, gradients from autograd) then refines the best ``n_local`` of them and each warm
+    (SciPy, gradients in closed form) then refines the best ``n_local`` of them and each warm
     start (e.g. the best observation) together: the points are independent, so one run on
     their concatenation with the summed objective optimises each of them at the cost of
     one batched posterior evaluation per step.
@@ -76,12 +98,9 @@ def optimize_log_ei(
     n_starts = len(starts)
 
     def neg(flat: np.ndarray) -> tuple[float, np.ndarray]:
-        tu = torch.from_numpy(flat.reshape(n_starts, dim)).requires_grad_(True)
-        mean, var = posterior(tu)
-        val = log_ei(mean, var, best).sum()
-        (grad,) = torch.autograd.grad(val, tu)
-        g = -grad.reshape(-1).numpy()
-        v = float(val.item())
+        values, grads = log_ei_with_gradient(posterior, flat.reshape(n_starts, dim), best)
+        v = float(values.sum())
+        g = -grads.reshape(-1)
         if not np.isfinite(v) or not np.all(np.isfinite(g)):
             return 1e10, np.zeros_like(flat)
         return -v, g

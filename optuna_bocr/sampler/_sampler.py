@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
-import math
 from typing import Any
 from typing import Literal
 from typing import TYPE_CHECKING
@@ -23,18 +21,20 @@ from optuna.trial import TrialState
 from scipy.stats import qmc
 import torch
 
-from optuna_bocr import keys as _keys
-from optuna_bocr.sampler._acquisition import optimize_log_ei
+from optuna_bocr.sampler import _storage
 from optuna_bocr.sampler._clustering import distance_matrix
 from optuna_bocr.sampler._clustering import structure_pvalue
 from optuna_bocr.sampler._clustering import WardTree
+from optuna_bocr.sampler._features import feature_arrays
 from optuna_bocr.sampler._features import ParameterFeatures
-from optuna_bocr.sampler._gp import fit_gp
-from optuna_bocr.sampler._gp import Posterior
+from optuna_bocr.sampler._features import parse_features
+from optuna_bocr.sampler._proposal import Plan
+from optuna_bocr.sampler._proposal import Proposal
+from optuna_bocr.sampler._proposal import propose
 from optuna_bocr.sampler._schedule import make_schedule
-from optuna_bocr.sampler._schedule import rollback_bounds
 from optuna_bocr.sampler._schedule import Schedule
-from optuna_bocr.sampler._schedule import should_advance
+from optuna_bocr.sampler._space import StageSpace
+from optuna_bocr.sampler._space import validate_search_space
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -42,96 +42,9 @@ if TYPE_CHECKING:
 
 _logger = optuna.logging.get_logger(__name__)
 
-STAGE_OPEN_ATTR = _keys.SYSTEM_ATTR_PREFIX + "stage_open"
-"""System attr on the trial that opened a stage: ``{"stage", "lower", "upper"}``."""
-PROPOSAL_ATTR = _keys.SYSTEM_ATTR_PREFIX + "proposal"
-"""System attr: the per-parameter values proposed for the trial (search_space order)."""
-GP_ATTR = _keys.SYSTEM_ATTR_PREFIX + "gp"
-"""System attr: ``{"stage", "theta"}``, the GP hyperparameters fitted for the trial.
-
-The next trial of the same stage starts its fit from them (like GPSampler's in-memory
-cache, but in the storage, so that resumed and parallel studies behave the same)."""
-
-_DUPLICATE_TOL = 1e-3
-"""Two points closer than this in every coordinate (unit cube of the stage) are the same."""
-_SOBOL_SEED_LIMIT = 2**31 - 1
 _STRUCTURE_N_NULL = 19
 _STRUCTURE_ALPHA = 0.05
 """Features fail the structure test when its p-value (19 null data sets) is above this."""
-_MAX_MOVED_PROPOSALS = 50
-"""At most this many moved proposals (those of the latest trials) are observed."""
-_MOVED_TOL = 1e-6
-"""A proposal farther than this (unit cube of the stage) from its actual point is observed too."""
-
-
-def _to_features(
-    features: ParameterFeatures | Mapping[str, ArrayLike] | ArrayLike, names: list[str]
-) -> ParameterFeatures:
-    if isinstance(features, ParameterFeatures):
-        parsed = features
-    elif isinstance(features, Mapping):
-        parsed = ParameterFeatures(
-            vectors={k: np.asarray(v, dtype=float) for k, v in features.items()}
-        )
-    else:
-        try:
-            arr = np.asarray(features, dtype=float)
-        except (TypeError, ValueError) as e:
-            raise TypeError(
-                "features must be ParameterFeatures, a mapping name -> vector or a 2-D array "
-                f"(one row per parameter), got {type(features).__name__}."
-            ) from e
-        if arr.ndim != 2:
-            raise ValueError(
-                f"A features array must be 2-D (one row per parameter), got shape {arr.shape}."
-            )
-        if arr.shape[0] != len(names):
-            raise ValueError(
-                f"The features array has {arr.shape[0]} rows but search_space has "
-                f"{len(names)} parameters."
-            )
-        parsed = ParameterFeatures(vectors=dict(zip(names, arr, strict=True)))
-    for part_name in ("samples", "vectors"):
-        part = getattr(parsed, part_name)
-        if part and set(part) != set(names):
-            missing = sorted(set(names) - set(part))
-            extra = sorted(set(part) - set(names))
-            raise ValueError(
-                f"features.{part_name} must have exactly the search_space names; "
-                f"missing {missing}, unknown {extra}."
-            )
-    return parsed
-
-
-def _validate_search_space(
-    search_space: Mapping[str, BaseDistribution],
-) -> dict[str, FloatDistribution]:
-    if not isinstance(search_space, Mapping):
-        raise TypeError(
-            "search_space must be a mapping name -> FloatDistribution, got "
-            f"{type(search_space).__name__}."
-        )
-    if len(search_space) == 0:
-        raise ValueError("search_space must not be empty.")
-    out: dict[str, FloatDistribution] = {}
-    for name, dist in search_space.items():
-        if not isinstance(dist, FloatDistribution):
-            raise TypeError(
-                f"search_space[{name!r}] is {type(dist).__name__}; BOCRSampler searches "
-                "continuous parameters only (FloatDistribution)."
-            )
-        if dist.log:
-            raise ValueError(
-                f"search_space[{name!r}] has log=True; not supported, because a cluster "
-                "shares one value on a linear scale among its members."
-            )
-        if dist.step is not None:
-            raise ValueError(
-                f"search_space[{name!r}] has step={dist.step}; not supported, because the "
-                "cluster means that map observations between stages fall off the step grid."
-            )
-        out[name] = dist
-    return out
 
 
 class BOCRSampler(BaseSampler):
@@ -258,15 +171,14 @@ class BOCRSampler(BaseSampler):
         check_structure: bool = True,
         unstructured_fallback: bool = False,
     ) -> None:
-        self._search_space = _validate_search_space(search_space)
+        self._search_space = validate_search_space(search_space)
         self._names = list(self._search_space)
         dims = len(self._names)
-        feats = _to_features(features, self._names)
+        feats = parse_features(features, self._names)
         if distance is None:
             distance = "eu" if feats.samples else "st"
         if distance not in ("eu", "js", "st"):
             raise ValueError(f"distance must be 'eu', 'js', 'st' or None, got {distance!r}.")
-        self._distance = distance
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be an int >= 1, got {top_k!r}.")
         if (
@@ -283,7 +195,7 @@ class BOCRSampler(BaseSampler):
                 raise TypeError(f"{flag} must be a bool, got {value!r}.")
         if unstructured_fallback and not check_structure:
             raise ValueError("unstructured_fallback=True needs check_structure=True.")
-        self._schedule = make_schedule(
+        schedule = make_schedule(
             dims=dims,
             n_clusters=n_clusters,
             bridge_clusters=bridge_clusters,
@@ -291,53 +203,52 @@ class BOCRSampler(BaseSampler):
             patience=patience,
             patience_from=patience_from,
         )
-        samples, vectors = self._feature_arrays(feats, distance)
-        self._tree = WardTree(
-            distance_matrix(distance=distance, samples=samples, vectors=vectors), dims
-        )
+        samples, vectors = feature_arrays(feats, distance, self._names)
+        tree = WardTree(distance_matrix(distance=distance, samples=samples, vectors=vectors), dims)
         self._structure_pvalue: float | None = None
-        if check_structure and 1 < self._schedule.sizes[0] < dims:
+        if check_structure and 1 < schedule.sizes[0] < dims:
             self._structure_pvalue = structure_pvalue(
                 distance=distance,
-                n_clusters=self._schedule.sizes[0],
+                n_clusters=schedule.sizes[0],
                 samples=samples,
                 vectors=vectors,
                 n_null=_STRUCTURE_N_NULL,
             )
             if self._structure_pvalue > _STRUCTURE_ALPHA:
-                self._warn_unstructured(distance, fallback=unstructured_fallback)
+                self._warn_unstructured(
+                    distance, schedule.sizes[0], fallback=unstructured_fallback
+                )
                 if unstructured_fallback:
-                    self._schedule = Schedule(
+                    schedule = Schedule(
                         sizes=(dims,), rollback_at=(), patience=None, patience_from=None
                     )
-        self._clusters = [self._tree.cut(k) for k in self._schedule.sizes]
-        self._lows = np.array([d.low for d in self._search_space.values()])
-        self._highs = np.array([d.high for d in self._search_space.values()])
-        # Per stage: (n_clusters, dims) averaging matrix, cluster lows/highs (union range).
-        self._mean_mats: list[np.ndarray] = []
-        self._cluster_lows: list[np.ndarray] = []
-        self._cluster_highs: list[np.ndarray] = []
-        for groups in self._clusters:
-            mat = np.zeros((len(groups), dims))
-            for c, members in enumerate(groups):
-                mat[c, members] = 1.0 / len(members)
-            self._mean_mats.append(mat)
-            self._cluster_lows.append(np.array([self._lows[g].min() for g in groups]))
-            self._cluster_highs.append(np.array([self._highs[g].max() for g in groups]))
-        self._top_k = top_k
-        self._n_startup_trials = n_startup_trials
+        self._clusters = [tree.cut(k) for k in schedule.sizes]
+        lows = np.array([d.low for d in self._search_space.values()])
+        highs = np.array([d.high for d in self._search_space.values()])
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
-        self._seed = int(seed)
+        self._plan = Plan(
+            names=tuple(self._names),
+            schedule=schedule,
+            spaces=tuple(StageSpace.from_clusters(g, lows, highs) for g in self._clusters),
+            top_k=top_k,
+            n_startup_trials=n_startup_trials,
+            seed=int(seed),
+        )
+        self._layout = _storage.layout_record(self._names, lows, highs, self._clusters)
         self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
         self._warned: set[str] = set()
+        # SciPy reads its Sobol direction numbers from a file on first use, in compiled code
+        # that prints (and swallows) an exception raised meanwhile, e.g. Ctrl-C: load them now,
+        # not inside a trial.
+        qmc.Sobol(1, seed=0)
 
     # -- Read-only helpers -------------------------------------------------------------------
 
     @property
     def n_stages(self) -> int:
         """Number of stages (first clustering, bridges, one variable per parameter)."""
-        return self._schedule.n_stages
+        return self._plan.schedule.n_stages
 
     @property
     def structure_pvalue(self) -> float | None:
@@ -347,13 +258,43 @@ class BOCRSampler(BaseSampler):
     @property
     def stage_sizes(self) -> list[int]:
         """Number of search variables of each stage."""
-        return list(self._schedule.sizes)
+        return list(self._plan.schedule.sizes)
 
     def clusters(self, stage: int) -> list[list[str]]:
         """Parameter names of each cluster of ``stage`` (ordered by first member)."""
         if not 0 <= stage < self.n_stages:
             raise ValueError(f"stage must be in [0, {self.n_stages - 1}], got {stage}.")
         return [[self._names[i] for i in g] for g in self._clusters[stage]]
+
+    def check_study(self, study: Study) -> None:
+        """Refuse a study whose trials were proposed with other stages or parameters.
+
+        A study remembers the parameter names and ranges and every stage's clusters of the
+        sampler that proposed its first trials. Resuming it with another ``n_clusters``,
+        ``bridge_clusters``, search space, or features that cluster differently would mix
+        two searches; call this before adding trials (the sampler checks it again on
+        every proposal). A study without BOCR trials passes.
+
+        Raises:
+            ValueError: The study was searched with another layout (one line saying what
+                differs).
+        """
+        _storage.check_single_objective(study)
+        self._check_layout(_storage.read_trials(study))
+
+    def _check_layout(self, trials: list[FrozenTrial]) -> bool:
+        """Raise if the study's layout differs from this sampler's; whether it has one."""
+        found = _storage.stored_layout(trials)
+        if found is None:
+            return False
+        what = _storage.layout_difference(found[1], self._layout)
+        if what is None:
+            return True
+        raise ValueError(
+            f"This study was searched by a BOCRSampler with {what} (trial {found[0]}); this "
+            f"sampler has stages of {self.stage_sizes} clusters: resume it with the same "
+            "n_clusters, bridge_clusters, search space and features, or start a new study."
+        )
 
     # -- BaseSampler ---------------------------------------------------------------------------
 
@@ -364,33 +305,55 @@ class BOCRSampler(BaseSampler):
     def infer_relative_search_space(
         self, study: Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
-        _check_single_objective(study)
+        _storage.check_single_objective(study)
         return dict(self._search_space)
 
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        _check_single_objective(study)
+        _storage.check_single_objective(study)
         names = [n for n in self._names if n in search_space]
         if not names:
             return {}
-        if torch.empty(()).device.type == "cpu":
-            values, stage, cluster_values = self._propose(study, trial)
+        retry = self._retried_proposal(trial)
+        if retry is not None:
+            values = retry
         else:
-            # The user changed torch's default device: the GP is small and lives on the CPU.
-            # (The device context costs a Python call per tensor operation, so only here.)
-            with torch.device("cpu"):
-                values, stage, cluster_values = self._propose(study, trial)
-        storage = study._storage  # _propose stored the proposal (PROPOSAL_ATTR) already.
-        storage.set_trial_user_attr(trial._trial_id, _keys.STAGE_KEY, int(stage))
-        storage.set_trial_user_attr(
-            trial._trial_id, _keys.N_CLUSTERS_KEY, int(self._schedule.sizes[stage])
-        )
-        storage.set_trial_user_attr(
-            trial._trial_id, _keys.CLUSTER_VALUES_KEY, [float(v) for v in cluster_values]
-        )
+            trials = _storage.read_trials(study)
+            if not self._check_layout(trials):
+                _storage.write_layout(study, trial, self._layout)
+            proposal = self._propose(study, trial, trials)
+            _storage.write_trial_summary(
+                study,
+                trial,
+                proposal.stage,
+                self._plan.schedule.sizes[proposal.stage],
+                proposal.cluster_values,
+            )
+            values = proposal.params
         by_name = dict(zip(self._names, values, strict=True))
         return {n: float(by_name[n]) for n in names}
+
+    def _propose(self, study: Study, trial: FrozenTrial, trials: list[FrozenTrial]) -> Proposal:
+        sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
+        if torch.empty(()).device.type == "cpu":
+            return propose(self._plan, study, trial, trials, sign)
+        # The user changed torch's default device: the GP is small and lives on the CPU.
+        # (The device context costs a Python call per tensor operation, so only here.)
+        with torch.device("cpu"):
+            return propose(self._plan, study, trial, trials, sign)
+
+    def _retried_proposal(self, trial: FrozenTrial) -> np.ndarray | None:
+        """The failed trial's proposal, if ``trial`` is its retry (all of it, never a mix).
+
+        Optuna's :class:`~optuna.storages.RetryFailedTrialCallback` copies the failed
+        trial's system attrs (its stored proposal among them) and params onto the retry;
+        a fresh proposal would give the parameters the failed trial did not reach other
+        values, a point that BOCR never proposed.
+        """
+        if _storage.retried_from(trial) is None:
+            return None
+        return _storage.stored_proposal(trial, len(self._names))
 
     def sample_independent(
         self,
@@ -399,7 +362,7 @@ class BOCRSampler(BaseSampler):
         param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
-        _check_single_objective(study)
+        _storage.check_single_objective(study)
         if param_name not in self._warned:
             self._warned.add(param_name)
             reason = (
@@ -428,9 +391,7 @@ class BOCRSampler(BaseSampler):
     ) -> None:
         self._independent_sampler.after_trial(study, trial, state, values)
 
-    # -- Internals -------------------------------------------------------------------------------
-
-    def _warn_unstructured(self, distance: str, *, fallback: bool) -> None:
+    def _warn_unstructured(self, distance: str, n_clusters: int, *, fallback: bool) -> None:
         then = (
             "BOCRSampler searches one variable per parameter from the first trial "
             "(unstructured_fallback=True)."
@@ -440,315 +401,7 @@ class BOCRSampler(BaseSampler):
         )
         _logger.warning(
             f"The features (distance {distance!r}) do not group the {len(self._names)} "
-            f"parameters into {self._schedule.sizes[0]} clusters better than chance "
+            f"parameters into {n_clusters} clusters better than chance "
             f"(permutation test, p = {self._structure_pvalue:.2f}): the clusters may tie "
             f"unrelated parameters together. {then}"
-        )
-
-    def _feature_arrays(
-        self, feats: ParameterFeatures, distance: str
-    ) -> tuple[list[np.ndarray] | None, np.ndarray | None]:
-        """``(samples, vectors)`` in ``search_space`` order (the unused one is ``None``)."""
-        if distance in ("eu", "js"):
-            if not feats.samples:
-                raise ValueError(f"distance={distance!r} needs features.samples.")
-            samples = [
-                _finite_1d(feats.samples[n], f"features.samples[{n!r}]") for n in self._names
-            ]
-            return samples, None
-        if not feats.vectors:
-            raise ValueError("distance='st' needs features.vectors (structural features).")
-        rows = [_finite_1d(feats.vectors[n], f"features.vectors[{n!r}]") for n in self._names]
-        if len({r.size for r in rows}) != 1:
-            raise ValueError(
-                f"features.vectors must all have the same length, got {[r.size for r in rows]}."
-            )
-        return None, np.stack(rows)
-
-    def _actual_vector(self, t: FrozenTrial, *, proposal_only: bool = False) -> np.ndarray | None:
-        """Per-parameter values of a trial: actual values, else params, else the proposal."""
-        actual = {} if proposal_only else t.user_attrs.get(_keys.ACTUAL_PARAMS_KEY)
-        if not isinstance(actual, Mapping):
-            actual = {}
-        params = {} if proposal_only else t.params
-        proposal = t.system_attrs.get(PROPOSAL_ATTR)
-        if not isinstance(proposal, list) or len(proposal) != len(self._names):
-            proposal = None
-        out = np.empty(len(self._names))
-        for i, name in enumerate(self._names):
-            if name in actual:
-                v = actual[name]
-            elif name in params:
-                v = params[name]
-            elif proposal is not None:
-                v = proposal[i]
-            else:
-                return None
-            try:
-                out[i] = float(v)
-            except (TypeError, ValueError):
-                return None
-        return out if np.all(np.isfinite(out)) else None
-
-    def _observations(
-        self, trials: list[FrozenTrial], sign: float
-    ) -> tuple[list[int], np.ndarray, np.ndarray, list[bool]]:
-        """Numbers, actual vectors, oriented values and completeness of the observations."""
-        numbers: list[int] = []
-        xs: list[np.ndarray] = []
-        ys: list[float] = []
-        complete: list[bool] = []
-        for t in trials:
-            if t.state == TrialState.COMPLETE and t.values is not None:
-                value = t.values[0]
-            elif t.state == TrialState.PRUNED and t.intermediate_values:
-                value = t.intermediate_values[max(t.intermediate_values)]
-            else:
-                continue
-            if value is None or not math.isfinite(value):
-                continue
-            x = self._actual_vector(t)
-            if x is None:
-                continue
-            numbers.append(t.number)
-            xs.append(x)
-            ys.append(sign * float(value))
-            complete.append(t.state == TrialState.COMPLETE)
-        dims = len(self._names)
-        return numbers, np.asarray(xs).reshape(-1, dims), np.asarray(ys), complete
-
-    def _current_stage(self, before: list[FrozenTrial]) -> tuple[int, int, np.ndarray, np.ndarray]:
-        """Latest opened stage, the trial number that opened it and its bounds."""
-        openings: dict[int, tuple[int, list[float], list[float]]] = {}
-        for t in before:
-            rec = t.system_attrs.get(STAGE_OPEN_ATTR)
-            if not isinstance(rec, Mapping):
-                continue
-            s = int(rec["stage"])
-            if s not in openings or t.number < openings[s][0]:
-                openings[s] = (t.number, rec["lower"], rec["upper"])
-        if not openings:
-            return 0, 0, self._cluster_lows[0], self._cluster_highs[0]
-        stage = max(openings)
-        start, lower, upper = openings[stage]
-        return stage, start, np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
-
-    def _propose(self, study: Study, trial: FrozenTrial) -> tuple[np.ndarray, int, np.ndarray]:
-        number = trial.number
-        trials = study._get_trials(deepcopy=False, use_cache=False)
-        before = [t for t in trials if t.number < number]
-        sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
-        obs_numbers, obs_full, obs_y, obs_complete = self._observations(before, sign)
-
-        stage, stage_start, lower, upper = self._current_stage(before)
-        if should_advance(
-            self._schedule,
-            stage=stage,
-            stage_start=stage_start,
-            trial_number=number,
-            history=list(zip(obs_numbers, obs_y.tolist(), strict=True)),
-        ) and any(obs_complete):
-            stage += 1
-            stage_start = number
-            idx = [i for i in range(len(obs_numbers)) if obs_complete[i]]
-            idx.sort(key=lambda i: (-obs_y[i], obs_numbers[i]))
-            top = obs_full[idx[: self._top_k]] @ self._mean_mats[stage].T
-            lower, upper = rollback_bounds(
-                top, self._cluster_lows[stage], self._cluster_highs[stage]
-            )
-            study._storage.set_trial_system_attr(
-                trial._trial_id,
-                STAGE_OPEN_ATTR,
-                {"stage": stage, "lower": lower.tolist(), "upper": upper.tolist()},
-            )
-            _logger.info(
-                f"Trial {number} opens BOCR stage {stage} "
-                f"({self._schedule.sizes[stage]} variables)."
-            )
-
-        mat = self._mean_mats[stage]
-        dim = mat.shape[0]
-        width = upper - lower
-        scale = np.where(width > 0, width, 1.0)
-
-        def to_unit(full: np.ndarray) -> np.ndarray:
-            return (full @ mat.T - lower) / scale
-
-        pending_full = [
-            x
-            for t in trials
-            if t.state == TrialState.RUNNING and t.number != number
-            for x in [self._actual_vector(t, proposal_only=True)]
-            if x is not None
-        ]
-        x_obs, y_obs = self._with_moved_proposals(
-            to_unit(obs_full), obs_y, obs_numbers, before, to_unit, since=stage_start
-        )
-        x_pending = to_unit(np.asarray(pending_full).reshape(-1, len(self._names)))
-        rng = np.random.default_rng([self._seed, number])
-
-        if number < self._n_startup_trials or len(y_obs) == 0:
-            m = max(0, math.ceil(math.log2(number + 1)))
-            sobol = qmc.Sobol(dim, scramble=True, seed=self._seed + stage)
-            design = sobol.random_base2(m) if m > 0 else sobol.random(1)
-            candidates = np.concatenate([design[number : number + 1], rng.random((16, dim))])
-        else:
-            try:
-                candidates = self._gp_candidates(
-                    study, trial, before, stage, x_obs, y_obs, x_pending, rng
-                )
-            except (RuntimeError, ValueError, np.linalg.LinAlgError) as e:
-                _logger.warning(
-                    f"Trial {number}: the GP step failed ({e!r}); proposing a random point."
-                )
-                candidates = rng.random((16, dim))
-
-        member_cluster = np.argmax(mat, axis=0)
-
-        def to_full(u: np.ndarray) -> np.ndarray:
-            return np.clip((lower + u * width)[member_cluster], self._lows, self._highs)
-
-        known = np.concatenate([x_obs, x_pending])
-        u = self._claim(candidates, known, study, trial, to_unit, to_full)
-        return to_full(u), stage, lower + u * width
-
-    def _with_moved_proposals(
-        self,
-        x_obs: np.ndarray,
-        y_obs: np.ndarray,
-        numbers: list[int],
-        before: list[FrozenTrial],
-        to_unit: Callable[[np.ndarray], np.ndarray],
-        *,
-        since: int,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Observe the proposals that the objective moved, for the current stage's trials.
-
-        An objective that replaces what it is given by what it can use (the pruning
-        objective clips ratios to a FLOPs budget) returns the same value for the proposal as
-        for the actual point. Observing only the actual point leaves the region proposed
-        into unexplored for the GP, and log-EI keeps proposing there, the objective keeps
-        moving the proposals back, and the search stalls; with the proposal observed too the
-        GP learns that the region gives the moved result. Points that coincide in the stage's
-        space (clipping that only moved values inside a cluster) are not repeated.
-
-        Only trials numbered ``since`` (the start of the current stage) or later add their
-        proposal, and only the latest :data:`_MAX_MOVED_PROPOSALS` of them: the acquisition
-        works in the current stage's space, near where it proposed lately, and all the
-        proposals would up to double the GP's data (and quadruple the cost of its fit).
-        """
-        by_number = {t.number: t for t in before}
-        extra_x: list[np.ndarray] = []
-        extra_y: list[float] = []
-        for x_actual, y, number in zip(x_obs, y_obs, numbers, strict=True):
-            if number < since:
-                continue
-            proposal = self._actual_vector(by_number[number], proposal_only=True)
-            if proposal is None:
-                continue
-            x_proposal = to_unit(proposal[None, :])[0]
-            if np.max(np.abs(x_proposal - x_actual)) > _MOVED_TOL:
-                extra_x.append(x_proposal)
-                extra_y.append(float(y))
-        if not extra_x:
-            return x_obs, y_obs
-        extra_x, extra_y = extra_x[-_MAX_MOVED_PROPOSALS:], extra_y[-_MAX_MOVED_PROPOSALS:]
-        return np.concatenate([x_obs, np.stack(extra_x)]), np.concatenate([y_obs, extra_y])
-
-    def _gp_candidates(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        before: list[FrozenTrial],
-        stage: int,
-        x_obs: np.ndarray,
-        obs_y: np.ndarray,
-        x_pending: np.ndarray,
-        rng: np.random.Generator,
-    ) -> np.ndarray:
-        """Fit the GP, fantasise the running trials and rank candidates by log-EI."""
-        mu, sd = obs_y.mean(), obs_y.std()
-        y_std = (obs_y - mu) / (sd if sd > 0 else 1.0)
-        model, theta = fit_gp(x_obs, y_std, self._warm_start(before, stage))
-        study._storage.set_trial_system_attr(
-            trial._trial_id, GP_ATTR, {"stage": stage, "theta": theta.tolist()}
-        )
-        posterior, fantasies = Posterior(model).with_fantasies(x_pending)
-        incumbent = float(np.max(np.concatenate([y_std, fantasies])))
-        inside = np.all((x_obs >= 0.0) & (x_obs <= 1.0), axis=1)
-        best_inside = int(np.argmax(np.where(inside, y_std, -np.inf)))
-        warm = x_obs[[best_inside]] if inside.any() else x_obs[:0]
-        candidates, _ = optimize_log_ei(
-            posterior, best=incumbent, dim=x_obs.shape[1], rng=rng, warm_starts=warm
-        )
-        return candidates
-
-    @staticmethod
-    def _warm_start(before: list[FrozenTrial], stage: int) -> np.ndarray | None:
-        """Hyperparameters of the latest earlier trial of ``stage`` that fitted a GP."""
-        for t in sorted(before, key=lambda t: -t.number):
-            rec = t.system_attrs.get(GP_ATTR)
-            if isinstance(rec, Mapping) and rec.get("stage") == stage:
-                return np.asarray(rec["theta"], dtype=float)
-        return None
-
-    def _claim(
-        self,
-        candidates: np.ndarray,
-        known: np.ndarray,
-        study: Study,
-        trial: FrozenTrial,
-        to_unit: Callable[[np.ndarray], np.ndarray],
-        to_full: Callable[[np.ndarray], np.ndarray],
-    ) -> np.ndarray:
-        """Store the best candidate that no other trial has as this trial's proposal.
-
-        Workers that propose at the same moment from the same history find the same optimum.
-        So each candidate is written to the storage first and compared with every other
-        trial's proposal afterwards: of two trials that claim the same point at once, the
-        one that reads last sees the other's claim and moves on to its next candidate (both
-        may), and no two trials keep one point. In one process nothing else writes in between
-        and this is the best candidate not near ``known`` or an earlier proposal.
-        """
-        storage = study._storage
-        for u in candidates:
-            if _near(known, u):
-                continue
-            storage.set_trial_system_attr(trial._trial_id, PROPOSAL_ATTR, to_full(u).tolist())
-            # Re-read every trial: another worker may have proposed (and even finished) meanwhile.
-            others = [
-                x
-                for t in study._get_trials(deepcopy=False, use_cache=False)
-                if t.number != trial.number
-                for x in [self._actual_vector(t, proposal_only=True)]
-                if x is not None
-            ]
-            if not others:
-                return u
-            others_unit = to_unit(np.asarray(others))
-            if not _near(others_unit, u):
-                return u
-            known = np.concatenate([known, others_unit])
-        u = candidates[0]  # Every candidate is taken: repeat the best one.
-        storage.set_trial_system_attr(trial._trial_id, PROPOSAL_ATTR, to_full(u).tolist())
-        return u
-
-
-def _near(points: np.ndarray, u: np.ndarray) -> bool:
-    """Whether a row of ``points`` is within the duplicate tolerance of ``u`` (max norm)."""
-    return len(points) > 0 and bool(np.min(np.max(np.abs(points - u), axis=1)) <= _DUPLICATE_TOL)
-
-
-def _finite_1d(values: ArrayLike, what: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=float)
-    if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)):
-        raise ValueError(f"{what} must be a non-empty 1-D array of finite values, got {arr!r}.")
-    return arr
-
-
-def _check_single_objective(study: Study) -> None:
-    if study._is_multi_objective():
-        raise ValueError(
-            "BOCRSampler supports single-objective studies only; this study has "
-            f"{len(study.directions)} objectives."
         )

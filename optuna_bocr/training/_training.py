@@ -1,4 +1,4 @@
-"""Training, evaluation and latency measurement of image classifiers (baselines, fine-tuning)."""
+"""Training (baselines, fine-tuning) and latency measurement of image classifiers."""
 
 from __future__ import annotations
 
@@ -15,34 +15,10 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset
 
 from optuna_bocr.data import ImageTensorDataset
+from optuna_bocr.training._device import resolve_device
+from optuna_bocr.training._evaluation import check_dataset
 
 _logger = optuna.logging.get_logger(__name__)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Turn ``"auto"`` into ``cuda`` when a GPU is available, else ``cpu``.
-
-    Args:
-        device:
-            ``"auto"`` or anything :class:`torch.device` accepts.
-
-    Returns:
-        The device.
-
-    Raises:
-        ValueError: For an unknown device name or an unavailable CUDA device.
-    """
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"Unknown device {device!r}.") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"Device {device!r} requested but CUDA is not available.")
-    return dev
 
 
 def _random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -58,16 +34,6 @@ def _random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4)
     bidx = torch.arange(b, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2).contiguous()
-
-
-def _check_dataset(dataset: Dataset, what: str) -> int:
-    try:
-        n = len(dataset)  # type: ignore[arg-type]
-    except TypeError as e:
-        raise ValueError(f"The {what} dataset must have a length.") from e
-    if n == 0:
-        raise ValueError(f"The {what} dataset is empty.")
-    return n
 
 
 def train(
@@ -125,7 +91,7 @@ def train(
     Raises:
         ValueError: For an empty dataset or bad settings.
     """
-    n = _check_dataset(dataset, "training")
+    n = check_dataset(dataset, "training")
     if not epochs > 0:
         raise ValueError(f"epochs must be positive, got {epochs!r}.")
     if batch_size < 1:
@@ -204,69 +170,6 @@ def train(
         f"running train accuracy {100.0 * correct / max(seen, 1):.2f}%."
     )
     return model.eval()
-
-
-def _eval_batches(
-    dataset: Dataset, batch_size: int, dev: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    if isinstance(dataset, ImageTensorDataset):
-        for i in range(0, len(dataset), batch_size):
-            images = dataset.images[i : i + batch_size].to(dev)
-            yield dataset.normalize(images), dataset.labels[i : i + batch_size]
-    else:
-        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            yield x, torch.as_tensor(y)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    dataset: Dataset,
-    *,
-    device: str | torch.device = "auto",
-    batch_size: int = 1000,
-) -> tuple[float, float]:
-    """Top-1 and top-5 accuracy (%) of ``model`` on ``dataset``.
-
-    The model is moved to ``device`` and evaluated in eval mode; its training flag is
-    restored afterwards. With fewer than 5 classes, top-5 is 100.
-
-    Args:
-        model:
-            The classifier.
-        dataset:
-            Items ``(image, label)``.
-        device:
-            ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
-        batch_size:
-            Images per forward pass.
-
-    Returns:
-        ``(top1, top5)`` in percent.
-
-    Raises:
-        ValueError: For an empty dataset.
-        FloatingPointError: When the model outputs NaN or infinity.
-    """
-    n = _check_dataset(dataset, "evaluation")
-    dev = resolve_device(device)
-    was_training = model.training
-    model.to(dev).eval()
-    top1 = top5 = 0
-    try:
-        for x, y in _eval_batches(dataset, batch_size, dev):
-            y = torch.as_tensor(y).to(dev)
-            out = model(x.to(dev))
-            if not torch.isfinite(out).all():
-                raise FloatingPointError("The model produced NaN or infinite outputs.")
-            k = min(5, out.shape[1])
-            pred = out.topk(k, dim=1).indices
-            hit = pred == y[:, None]
-            top1 += int(hit[:, 0].sum())
-            top5 += int(hit.any(dim=1).sum())
-    finally:
-        model.train(was_training)
-    return 100.0 * top1 / n, 100.0 * top5 / n
 
 
 @torch.no_grad()

@@ -10,8 +10,10 @@ import importlib.util
 import os
 from pathlib import Path
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 import optuna
@@ -44,17 +46,33 @@ STUDY = "tiny"
 N_TRIALS = 5
 
 
-def run_cli(args: list[str], *, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m optuna_bocr ARGS`` in a fresh process."""
+def _cli_env(cwd: Path) -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", XDG_CACHE_HOME=str(cwd / "xdg-cache"))
     env.pop("OPTUNA_BOCR_DATA", None)
+    return env
+
+
+def run_cli(args: list[str], *, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m optuna_bocr ARGS`` in a fresh process."""
     return subprocess.run(
         [sys.executable, "-m", "optuna_bocr", *args],
         cwd=cwd,
-        env=env,
+        env=_cli_env(cwd),
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def start_cli(args: list[str], *, cwd: Path) -> subprocess.Popen[str]:
+    """Start ``python -m optuna_bocr ARGS``; return the running process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "optuna_bocr", *args],
+        cwd=cwd,
+        env=_cli_env(cwd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -221,8 +239,8 @@ def test_bad_input_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFix
         match="CIFAR-10 not found",
         prefix="optuna-bocr train: error:",
     )
-    # Nothing was created in the storage by any of these.
-    assert optuna.get_all_study_names(db) == []
+    # Nothing was created by any of these: not even the SQLite file.
+    assert not (tmp_path / "x.db").exists()
 
 
 @needs_data
@@ -338,6 +356,16 @@ def test_bad_study_is_refused_and_left_intact(
         match="searches other parameters",
         prefix="optuna-bocr prune: error:",
     )
+    # Another cluster schedule on the same study: the sampler refuses to mix two searches.
+    from optuna_bocr import BOCRSampler
+
+    if hasattr(BOCRSampler, "check_study"):
+        _one_line_error(
+            capsys,
+            prune_args(root, **{"--n-clusters": "2"}),
+            match=f"study {STUDY!r}",
+            prefix="optuna-bocr prune: error:",
+        )
     # An infeasible budget (cached baseline, new study name): no study is created.
     _one_line_error(
         capsys,
@@ -361,6 +389,70 @@ def test_rerun_resumes_up_to_n_trials(cli_study: dict[str, Any]) -> None:
     assert "Using cached baseline" in proc.stdout
     study = optuna.load_study(study_name=STUDY, storage=cli_study["storage"])
     assert len(study.trials) == N_TRIALS + 1
+
+
+@needs_pipeline
+def test_ctrl_c_prints_one_line_and_leaves_no_running_trial(cli_study: dict[str, Any]) -> None:
+    root: Path = cli_study["root"]
+    name = "interrupted"
+    overrides = {"--study-name": name, "--n-trials": 50, "--export": root / f"{name}.pt"}
+    proc = start_cli(prune_args(root, **overrides), cwd=root)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(f"Study {name!r}"):
+            break
+    storage = cli_study["storage"]
+    deadline = time.monotonic() + 300
+    while not optuna.load_study(study_name=name, storage=storage).get_trials(
+        states=(optuna.trial.TrialState.RUNNING,)
+    ):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C in the middle of a trial.
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    message = f"Interrupted: re-run the same command to resume study {name!r}."
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert err.rstrip().endswith(message), err[-3000:]
+    assert err.count(message) == 1
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
+
+
+@needs_pipeline
+def test_killed_prune_worker_is_failed_and_retried(cli_study: dict[str, Any]) -> None:
+    """The heartbeat of `prune`: a SIGKILLed worker's trial is failed and re-run by the next."""
+    root: Path = cli_study["root"]
+    name, n_trials = "killed", 3
+    overrides = {
+        "--study-name": name, "--n-trials": n_trials, "--heartbeat": 1,
+        "--export": root / f"{name}.pt",
+    }  # fmt: skip
+    args = prune_args(root, **overrides)
+    proc = start_cli(args, cwd=root)
+    storage = cli_study["storage"]
+    deadline = time.monotonic() + 300
+    running: list[optuna.trial.FrozenTrial] = []
+    while not running:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+        if name in optuna.get_all_study_names(storage):
+            study = optuna.load_study(study_name=name, storage=storage)
+            running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    dead = running[0].number
+
+    again = run_cli(args, cwd=root)  # The same command, restarted.
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    states = {t.number: t.state for t in trials}
+    assert states[dead] == optuna.trial.TrialState.FAIL  # Its heartbeat stopped.
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == dead]
+    assert [t.state for t in retries] == [optuna.trial.TrialState.COMPLETE]
+    finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(finished) == n_trials
 
 
 def test_unstructured_fallback_flag(cli_study: dict[str, Any]) -> None:
@@ -430,6 +522,22 @@ def test_export_finetune_plot_artifact(
     assert (art / stored["m.pt"]).read_bytes() == out.read_bytes()
     with torch.no_grad():
         assert model(torch.randn(1, 1, 32, 32)).shape == (1, 10)
+    # An output path that cannot be written: refused before the work.
+    _one_line_error(
+        capsys,
+        [
+            "export",
+            "--storage",
+            cli_study["storage"],
+            "--study-name",
+            STUDY,
+            "--output",
+            str(root),
+        ],
+        match="is a directory",
+        prefix="optuna-bocr export: error:",
+    )
+    assert "Rebuilding" not in capsys.readouterr().out
     # A trial that does not exist.
     _one_line_error(
         capsys,
@@ -437,3 +545,52 @@ def test_export_finetune_plot_artifact(
         match="has no trial 999",
         prefix="optuna-bocr export: error:",
     )
+
+
+def test_export_top_k_ships_the_best_fine_tuned(
+    cli_study: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from optuna_bocr.keys import FINETUNED_KEY
+    from optuna_bocr.pruning import load_pruned
+
+    root: Path = cli_study["root"]
+    out = root / "topk" / "m.pt"
+    base = ["export", "--quiet", "--storage", cli_study["storage"], "--study-name", STUDY]
+    # Without fine-tuning there is nothing to compare: refused before any work.
+    _one_line_error(
+        capsys,
+        [*base, "--output", str(out), "--top-k", "2"],
+        match="--finetune-epochs",
+        prefix="optuna-bocr export: error:",
+    )
+    assert not out.exists()
+    study = optuna.load_study(study_name=STUDY, storage=cli_study["storage"])
+    before = dict(study.user_attrs.get(FINETUNED_KEY, {}))
+    code = main(
+        [
+            *base,
+            "--output",
+            str(out),
+            "--top-k",
+            "2",
+            "--finetune-epochs",
+            "1",
+            "--finetune-images",
+            "300",
+            "--latency-batch",
+            "4",
+            "--test-size",
+            "300",
+        ]
+    )
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "shipped" in stdout, stdout
+    after = optuna.load_study(study_name=STUDY, storage=cli_study["storage"]).user_attrs[
+        FINETUNED_KEY
+    ]
+    table = {n: v for n, v in after.items() if before.get(n) != v}
+    assert len(table) == 2  # the two candidates of this export
+    best = max(table, key=lambda n: table[n]["val_top1"])
+    _, meta = load_pruned(out)
+    assert meta["trial_number"] == int(best)

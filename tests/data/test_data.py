@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from optuna_bocr.data import DataSplits
+from optuna_bocr.data import DEBIAN_FASHION_MNIST
 from optuna_bocr.data import ImageTensorDataset
 from optuna_bocr.data import load_splits
-from optuna_bocr.data._datasets import _read_idx
-from optuna_bocr.data._datasets import DEBIAN_FASHION_MNIST
+from optuna_bocr.data._fashion_mnist import read_idx
 
 FILES = [
     "train-images-idx3-ubyte.gz",
@@ -58,8 +58,8 @@ def test_fashion_mnist_splits_partition_the_training_set() -> None:
 
     # train + val is exactly the original training set (as a multiset of images and labels),
     # so the two are disjoint and the validation images never come from the test set.
-    raw_x = _read_idx(DEBIAN_FASHION_MNIST / FILES[0])
-    raw_y = _read_idx(DEBIAN_FASHION_MNIST / FILES[1])
+    raw_x = read_idx(DEBIAN_FASHION_MNIST / FILES[0])
+    raw_y = read_idx(DEBIAN_FASHION_MNIST / FILES[1])
     inner = slice(2, 30)  # undo the 2-pixel padding
     parts = torch.cat([s.train.images, s.val.images])[:, 0, inner, inner]
     labels = torch.cat([s.train.labels, s.val.labels])
@@ -147,10 +147,10 @@ def test_errors(tmp_path: Path) -> None:
     bad.mkdir()
     (bad / FILES[0][:-3]).write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 20)
     with pytest.raises(ValueError, match="truncated"):
-        _read_idx(bad / FILES[0][:-3])
+        read_idx(bad / FILES[0][:-3])
     (bad / FILES[1]).write_bytes(b"not gzip")
     with pytest.raises(ValueError, match="not a valid gzip file"):
-        _read_idx(bad / FILES[1])
+        read_idx(bad / FILES[1])
 
 
 def test_imagefolder(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.distributions import FloatDistribution
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
@@ -19,10 +20,11 @@ from optuna_bocr import ACTUAL_PARAMS_KEY
 from optuna_bocr import BOCRSampler
 from optuna_bocr import keys as _keys
 from optuna_bocr import ParameterFeatures
-from optuna_bocr.sampler._sampler import _DUPLICATE_TOL
-from optuna_bocr.sampler._sampler import PROPOSAL_ATTR
-from optuna_bocr.sampler._sampler import STAGE_OPEN_ATTR
+from optuna_bocr.sampler._history import read_history
+from optuna_bocr.sampler._proposal import DUPLICATE_TOL as _DUPLICATE_TOL
 from optuna_bocr.sampler._schedule import ROLLBACK_MARGIN
+from optuna_bocr.sampler._storage import PROPOSAL_ATTR
+from optuna_bocr.sampler._storage import STAGE_OPEN_ATTR
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -318,14 +320,15 @@ def test_observation_mapping_on_rollback(tmp_path: Path) -> None:
     study.tell(failed, state=TrialState.FAIL)
 
     trials = study.trials
-    numbers, full, values, complete = sampler._observations(trials, sign=1.0)
-    assert numbers == [0, 1, 2, 3]
-    assert values.tolist() == [1.0, 0.0, -1.0, 7.0]
-    assert complete == [True, True, True, False]
+    history = read_history(trials, NAMES, number=len(trials), sign=1.0)
+    full = history.obs_params
+    assert history.obs_numbers == [0, 1, 2, 3]
+    assert history.obs_values.tolist() == [1.0, 0.0, -1.0, 7.0]
+    assert history.obs_complete.tolist() == [True, True, True, False]
     np.testing.assert_array_equal(full[0], [actual[n] for n in NAMES])
     np.testing.assert_array_equal(full[1], [trials[1].params[n] for n in NAMES])
     for stage in range(sampler.n_stages):
-        mapped = full @ sampler._mean_mats[stage].T
+        mapped = sampler._plan.spaces[stage].cluster_values(full)
         for c, group in enumerate(sampler.clusters(stage)):
             expected = np.mean([actual[n] for n in group])
             assert mapped[0, c] == pytest.approx(expected)
@@ -333,7 +336,7 @@ def test_observation_mapping_on_rollback(tmp_path: Path) -> None:
     # for its bounds are the COMPLETE trials 0-2 (not the PRUNED one), mapped by cluster means.
     rec = trials[4].system_attrs[STAGE_OPEN_ATTR]
     assert rec["stage"] == 1
-    top = full[:3] @ sampler._mean_mats[1].T
+    top = sampler._plan.spaces[1].cluster_values(full[:3])
     margin = ROLLBACK_MARGIN * 0.9
     np.testing.assert_allclose(rec["lower"], np.clip(top.min(0) - margin, 0.1, 1.0))
     np.testing.assert_allclose(rec["upper"], np.clip(top.max(0) + margin, 0.1, 1.0))
@@ -358,8 +361,8 @@ def test_nan_and_failed_trials_are_ignored(tmp_path: Path) -> None:
     states = [t.state for t in study.trials]
     assert states.count(TrialState.FAIL) == 3
     assert all(s == TrialState.COMPLETE for i, s in enumerate(states) if i not in (1, 4, 5))
-    numbers, _, values, _ = sampler._observations(study.trials, sign=1.0)
-    assert numbers == [0, 2, 3, 6, 7] and np.all(np.isfinite(values))
+    history = read_history(study.trials, NAMES, number=len(study.trials), sign=1.0)
+    assert history.obs_numbers == [0, 2, 3, 6, 7] and np.all(np.isfinite(history.obs_values))
 
 
 # -- Independent sampling and errors -----------------------------------------------------------
@@ -521,9 +524,10 @@ def test_workers_proposing_at_once_do_not_share_a_point(tmp_path: Path) -> None:
     def frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
         return study._storage.get_trial(trial._trial_id)
 
+    space: dict[str, BaseDistribution] = dict(SPACE)
     storage.trial_id = b._trial_id
-    storage.before = lambda: worker_a.sample_relative(study, frozen(a), SPACE)
-    proposal_b = worker_b.sample_relative(study, frozen(b), SPACE)
+    storage.before = lambda: worker_a.sample_relative(study, frozen(a), space)
+    proposal_b = worker_b.sample_relative(study, frozen(b), space)
     assert storage.before is None  # Worker A did propose in between.
     proposal_a = frozen(a).system_attrs[PROPOSAL_ATTR]
     assert frozen(b).system_attrs[PROPOSAL_ATTR] == [proposal_b[n] for n in NAMES]
@@ -555,52 +559,6 @@ def test_user_attrs_are_plain_json(tmp_path: Path) -> None:
             json.dumps(t.user_attrs[key])
         json.dumps({k: v for k, v in t.system_attrs.items()})
         assert all(math.isfinite(v) for v in t.params.values())
-
-
-# -- Surrogate and acquisition -------------------------------------------------------------------
-
-
-def test_fast_posterior_matches_gpytorch_and_fantasies_shrink_variance() -> None:
-    import gpytorch
-    import torch
-
-    from optuna_bocr.sampler._acquisition import log_ei
-    from optuna_bocr.sampler._acquisition import optimize_log_ei
-    from optuna_bocr.sampler._gp import fit_gp
-    from optuna_bocr.sampler._gp import Posterior
-
-    rng = np.random.default_rng(0)
-    x = rng.random((15, 3))
-    y = np.sin(6 * x[:, 0]) + x[:, 1] ** 2
-    y = (y - y.mean()) / y.std()
-    model, theta = fit_gp(x, y)
-    post = Posterior(model)
-    xt = torch.from_numpy(rng.random((20, 3)))
-    with torch.no_grad(), gpytorch.settings.fast_pred_var(False):
-        ref = model(xt)
-        mean, var = post(xt)
-    np.testing.assert_allclose(mean.numpy(), ref.mean.numpy(), atol=1e-5)
-    np.testing.assert_allclose(var.numpy(), ref.variance.numpy(), atol=1e-5)
-    # Deterministic fit: same data, same model.
-    again = Posterior(fit_gp(x, y)[0])
-    assert torch.equal(again(xt)[0], mean)
-    # A warm start from the fitted values stays (about) there.
-    warm, theta2 = fit_gp(x, y, warm_start=theta)
-    np.testing.assert_allclose(theta2, theta, atol=1e-3)
-    # Kriging believer: the variance at a pending point drops to about the noise level.
-    pending = rng.random((1, 3))
-    fantasised, values = post.with_fantasies(pending)
-    tp = torch.from_numpy(pending)
-    with torch.no_grad():
-        assert fantasised(tp)[1].item() < 0.5 * post(tp)[1].item()
-        assert values[0] == pytest.approx(post(tp)[0].item())
-    # log-EI is finite far below the incumbent (where plain EI underflows to 0).
-    z = log_ei(torch.tensor([-40.0, 0.0]), torch.tensor([1.0, 1.0]), 0.0)
-    assert torch.all(torch.isfinite(z)) and z[0] < -800 and z[1] == pytest.approx(-0.9189, 1e-3)
-    points, vals = optimize_log_ei(
-        post, best=float(y.max()), dim=3, rng=np.random.default_rng(1), warm_starts=x[:1]
-    )
-    assert np.all((points >= 0) & (points <= 1)) and np.all(np.diff(vals) <= 0)
 
 
 # -- Objectives that move the proposal (budget clipping) ---------------------------------------

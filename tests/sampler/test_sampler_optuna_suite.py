@@ -27,7 +27,7 @@ from optuna.testing.pytest_samplers import SingleOnlySamplerTestCase
 import pytest
 
 from optuna_bocr import BOCRSampler
-from optuna_bocr.sampler._sampler import PROPOSAL_ATTR
+from optuna_bocr.sampler._storage import PROPOSAL_ATTR
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

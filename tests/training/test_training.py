@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
+from optuna_bocr.data import DEBIAN_FASHION_MNIST
 from optuna_bocr.data import ImageTensorDataset
 from optuna_bocr.data import load_splits
-from optuna_bocr.data._datasets import DEBIAN_FASHION_MNIST
 from optuna_bocr.models import resnet20
 from optuna_bocr.training import evaluate
 from optuna_bocr.training import measure_latency
@@ -154,3 +154,33 @@ def test_freeze_bn_keeps_running_statistics(splits) -> None:  # type: ignore[no-
     assert not torch.equal(model[0].weight, _small_cnn()[0].weight)  # the convs did train
     train(model, splits.train, epochs=1, max_images=256, progress=False)
     assert not torch.equal(bn.running_mean, before[0])
+
+
+def test_top5_of_few_classes_is_100_and_accuracy_reports_progress() -> None:
+    """One top-5 rule for evaluate and the pruning objective: every label of a model with
+    5 classes or fewer is in its top five."""
+    from optuna_bocr.training._evaluation import accuracy
+
+    data = ImageTensorDataset(
+        torch.randint(0, 255, (10, 1, 8, 8), dtype=torch.uint8),
+        torch.tensor([0, 1, 2] * 3 + [0]),
+        mean=[0.5],
+        std=[0.5],
+    )
+
+    class ThreeClasses(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([3.0, 2.0, 1.0]).expand(x.shape[0], 3)
+
+    top1, top5 = evaluate(ThreeClasses(), data, batch_size=4)
+    assert (top1, top5) == (40.0, 100.0)
+    calls: list[tuple[int, int, int]] = []
+    batches = [data.tensors(range(i, min(i + 4, 10))) for i in range(0, 10, 4)]
+    result = accuracy(
+        ThreeClasses(),
+        batches,
+        device=torch.device("cpu"),
+        on_batch=lambda step, seen, hits: calls.append((step, seen, int(hits))),
+    )
+    assert result == (top1, top5)
+    assert calls == [(0, 4, 2), (1, 8, 3), (2, 10, 4)]

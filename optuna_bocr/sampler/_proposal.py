@@ -1,0 +1,261 @@
+"""One BOCR proposal: from the history in the storage to a claimed point of the current stage.
+
+Per trial: read the history once, decide the stage (opening the next one if the schedule
+says so), map the observations into the stage's unit cube, then either take the next point
+of the Sobol design or fit the GP and rank candidates by log-EI, and claim the best
+candidate that no other trial has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+from typing import NamedTuple
+from typing import TYPE_CHECKING
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+from scipy.stats import qmc
+
+from optuna_bocr.sampler import _storage
+from optuna_bocr.sampler._acquisition import optimize_log_ei
+from optuna_bocr.sampler._gp import fit_gp
+from optuna_bocr.sampler._history import History
+from optuna_bocr.sampler._history import read_history
+from optuna_bocr.sampler._posterior import Posterior
+from optuna_bocr.sampler._schedule import rollback_bounds
+from optuna_bocr.sampler._schedule import Schedule
+from optuna_bocr.sampler._schedule import should_advance
+from optuna_bocr.sampler._space import StageSpace
+
+if TYPE_CHECKING:
+    from optuna.study import Study
+
+_logger = optuna.logging.get_logger("optuna_bocr.sampler._sampler")
+
+DUPLICATE_TOL = 1e-3
+"""Two points closer than this in every coordinate (unit cube of the stage) are the same."""
+_MAX_MOVED_PROPOSALS = 50
+"""At most this many moved proposals (those of the latest trials) are observed."""
+_MOVED_TOL = 1e-6
+"""A proposal farther than this (unit cube of the stage) from its actual point is observed too."""
+_N_RANDOM_FALLBACK = 16
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The fixed settings of a sampler that every proposal uses.
+
+    Attributes:
+        names: Parameter names, ``search_space`` order.
+        schedule: When the stages change.
+        spaces: Each stage's space with its default (whole-range) bounds.
+        top_k: Number of best COMPLETE trials that set the bounds of a new stage.
+        n_startup_trials: Trials with a number below this come from the Sobol design.
+        seed: Seed of every random choice (with the trial number).
+    """
+
+    names: tuple[str, ...]
+    schedule: Schedule
+    spaces: tuple[StageSpace, ...]
+    top_k: int
+    n_startup_trials: int
+    seed: int
+
+
+class Proposal(NamedTuple):
+    """A claimed point: per-parameter values, its stage and its cluster values."""
+
+    params: np.ndarray
+    stage: int
+    cluster_values: np.ndarray
+
+
+def propose(
+    plan: Plan, study: Study, trial: FrozenTrial, trials: list[FrozenTrial], sign: float
+) -> Proposal:
+    """Propose (and store) the point of ``trial``.
+
+    Args:
+        plan: The sampler's settings.
+        study: The study.
+        trial: The trial to propose for.
+        trials: Every trial of the study, as just read from the storage.
+        sign: ``1.0`` to maximise, ``-1.0`` to minimise.
+    """
+    number = trial.number
+    history = read_history(trials, plan.names, number, sign)
+    stage, stage_start, space = _current_stage(plan, history)
+    if should_advance(
+        plan.schedule,
+        stage=stage,
+        stage_start=stage_start,
+        trial_number=number,
+        history=list(zip(history.obs_numbers, history.obs_values.tolist(), strict=True)),
+    ) and bool(history.obs_complete.any()):
+        stage, stage_start = stage + 1, number
+        space = _open_stage(plan, history, stage)
+        _storage.write_stage_opening(study, trial, stage, space.lower, space.upper)
+        _logger.info(
+            f"Trial {number} opens BOCR stage {stage} ({plan.schedule.sizes[stage]} variables)."
+        )
+
+    x_obs, y_obs = _with_moved_proposals(space, history, since=stage_start)
+    x_pending = space.to_unit(history.pending)
+    rng = np.random.default_rng([plan.seed, number])
+    if number < plan.n_startup_trials or len(y_obs) == 0:
+        candidates = _sobol_candidates(plan.seed + stage, space.dim, number, rng)
+    else:
+        try:
+            candidates, theta = _gp_candidates(
+                x_obs, y_obs, x_pending, history.warm_starts.get(stage), rng
+            )
+            _storage.write_gp_fit(study, trial, stage, theta)
+        except (RuntimeError, ValueError, np.linalg.LinAlgError) as e:
+            _logger.warning(
+                f"Trial {number}: the GP step failed ({e!r}); proposing a random point."
+            )
+            candidates = rng.random((_N_RANDOM_FALLBACK, space.dim))
+    known = np.concatenate([x_obs, x_pending, space.to_unit(history.proposals_except(set()))])
+    unit = _claim(study, trial, candidates, known, space, history)
+    return Proposal(space.unit_to_params(unit), stage, space.unit_to_clusters(unit))
+
+
+def _current_stage(plan: Plan, history: History) -> tuple[int, int, StageSpace]:
+    """Latest opened stage, the trial number that opened it and its space."""
+    if not history.openings:
+        return 0, 0, plan.spaces[0]
+    stage = max(history.openings)
+    start, lower, upper = history.openings[stage]
+    return stage, start, plan.spaces[stage].with_bounds(lower, upper)
+
+
+def _open_stage(plan: Plan, history: History, stage: int) -> StageSpace:
+    """The space of a new stage: bounds from the top-k COMPLETE trials' cluster values."""
+    complete = np.flatnonzero(history.obs_complete)
+    order = sorted(complete, key=lambda i: (-history.obs_values[i], history.obs_numbers[i]))
+    space = plan.spaces[stage]
+    top = space.cluster_values(history.obs_params[order[: plan.top_k]])
+    lower, upper = rollback_bounds(top, space.cluster_lows, space.cluster_highs)
+    return space.with_bounds(lower, upper)
+
+
+def _sobol_candidates(seed: int, dim: int, number: int, rng: np.random.Generator) -> np.ndarray:
+    """Point ``number`` of the stage's scrambled Sobol design, then random fallbacks."""
+    m = max(0, math.ceil(math.log2(number + 1)))
+    sobol = qmc.Sobol(dim, scramble=True, seed=seed)
+    design = sobol.random_base2(m) if m > 0 else sobol.random(1)
+    return np.concatenate([design[number : number + 1], rng.random((_N_RANDOM_FALLBACK, dim))])
+
+
+def _with_moved_proposals(
+    space: StageSpace, history: History, *, since: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The observations in the stage's unit cube, plus the proposals the objective moved.
+
+    An objective that replaces what it is given by what it can use (the pruning objective
+    clips ratios to a FLOPs budget) returns the same value for the proposal as for the
+    actual point. Observing only the actual point leaves the region proposed into
+    unexplored for the GP, and log-EI keeps proposing there, the objective keeps moving the
+    proposals back, and the search stalls; with the proposal observed too the GP learns that
+    the region gives the moved result. Points that coincide in the stage's space (clipping
+    that only moved values inside a cluster) are not repeated.
+
+    Only trials numbered ``since`` (the start of the current stage) or later add their
+    proposal, and only the latest :data:`_MAX_MOVED_PROPOSALS` of them: the acquisition
+    works in the current stage's space, near where it proposed lately, and all the
+    proposals would up to double the GP's data (and quadruple the cost of its fit).
+
+    Returns:
+        ``(x, y)``: unit-cube inputs and oriented values.
+    """
+    x_obs = space.to_unit(history.obs_params)
+    y_obs = history.obs_values
+    rows = [i for i, n in enumerate(history.obs_numbers) if n >= since and n in history.proposals]
+    if not rows:
+        return x_obs, y_obs
+    x_prop = space.to_unit(np.stack([history.proposals[history.obs_numbers[i]] for i in rows]))
+    moved = np.max(np.abs(x_prop - x_obs[rows]), axis=1) > _MOVED_TOL
+    if not moved.any():
+        return x_obs, y_obs
+    extra_x = x_prop[moved][-_MAX_MOVED_PROPOSALS:]
+    extra_y = y_obs[np.asarray(rows)[moved]][-_MAX_MOVED_PROPOSALS:]
+    return np.concatenate([x_obs, extra_x]), np.concatenate([y_obs, extra_y])
+
+
+def _gp_candidates(
+    x_obs: np.ndarray,
+    y_obs: np.ndarray,
+    x_pending: np.ndarray,
+    warm_start: np.ndarray | None,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit the GP, fantasise the running trials and rank candidates by log-EI.
+
+    Returns:
+        The candidates (best first) and the fitted GP hyperparameters.
+    """
+    mu, sd = y_obs.mean(), y_obs.std()
+    y_std = (y_obs - mu) / (sd if sd > 0 else 1.0)
+    model, theta = fit_gp(x_obs, y_std, warm_start)
+    posterior, fantasies = Posterior(model).with_fantasies(x_pending)
+    incumbent = float(np.max(np.concatenate([y_std, fantasies])))
+    inside = np.all((x_obs >= 0.0) & (x_obs <= 1.0), axis=1)
+    best_inside = int(np.argmax(np.where(inside, y_std, -np.inf)))
+    warm = x_obs[[best_inside]] if inside.any() else x_obs[:0]
+    candidates, _ = optimize_log_ei(
+        posterior, best=incumbent, dim=x_obs.shape[1], rng=rng, warm_starts=warm
+    )
+    return candidates, theta
+
+
+def _claim(
+    study: Study,
+    trial: FrozenTrial,
+    candidates: np.ndarray,
+    known: np.ndarray,
+    space: StageSpace,
+    history: History,
+) -> np.ndarray:
+    """Store the best candidate that no other trial has as this trial's proposal.
+
+    Workers that propose at the same moment from the same history find the same optimum.
+    So each candidate is written to the storage first and compared with the other trials'
+    proposals afterwards: of two trials that claim the same point at once, the one that
+    reads last sees the other's claim and moves on to its next candidate (both may), and no
+    two trials keep one point. In one process nothing else writes in between and this is
+    the best candidate not near ``known`` (the observations, the running trials and every
+    stored proposal).
+
+    Returns:
+        The claimed point, in the stage's unit cube.
+    """
+    n_params = history.obs_params.shape[1]
+    for u in candidates:
+        if _near(known, u):
+            continue
+        _storage.write_proposal(study, trial, space.unit_to_params(u))
+        # Re-read: another worker may have proposed (and even finished) meanwhile. Trials
+        # that were finished at the first read cannot have changed their proposal.
+        others = [
+            p
+            for t in _storage.read_trials(study)
+            if t.number != trial.number and t.number not in history.settled
+            for p in [_storage.stored_proposal(t, n_params)]
+            if p is not None
+        ]
+        if not others:
+            return u
+        others_unit = space.to_unit(np.asarray(others))
+        if not _near(others_unit, u):
+            return u
+        known = np.concatenate([known, others_unit])
+    u = candidates[0]  # Every candidate is taken: repeat the best one.
+    _storage.write_proposal(study, trial, space.unit_to_params(u))
+    return u
+
+
+def _near(points: np.ndarray, u: np.ndarray) -> bool:
+    """Whether a row of ``points`` is within the duplicate tolerance of ``u`` (max norm)."""
+    return len(points) > 0 and bool(np.min(np.max(np.abs(points - u), axis=1)) <= DUPLICATE_TOL)

@@ -1,0 +1,108 @@
+"""The dashboard note and the plots, from a real SQLite study whose trials carry BOCR's attrs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna_dashboard._note import get_note_from_system_attrs
+import pytest
+
+from optuna_bocr.cli import save_bocr_note
+from optuna_bocr.cli._note import bocr_note
+from optuna_bocr.cli._note import stage_openings
+from optuna_bocr.cli._note import upload_trial_files
+from optuna_bocr.cli._plots import have_matplotlib
+from optuna_bocr.cli._plots import plot_history
+from optuna_bocr.cli._plots import plot_layer_ratios
+from optuna_bocr.keys import N_CLUSTERS_KEY
+from optuna_bocr.keys import STAGE_KEY
+from optuna_bocr.keys import STUDY_CONFIG_KEY
+from optuna_bocr.keys import SYSTEM_ATTR_PREFIX
+
+NAMES = ["conv_a", "conv_b", "conv_c", "conv_d"]
+CLUSTERS = [[["conv_a", "conv_b"], ["conv_c", "conv_d"]], [[n] for n in NAMES]]
+
+
+def _study(tmp_path: Path) -> optuna.Study:
+    """Six trials; trial 3 opens stage 1 with recorded bounds, as BOCRSampler records it."""
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'note.db'}",
+        study_name="note",
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+    study.set_user_attr(STUDY_CONFIG_KEY, {"flops_target": 0.5, "lbound": 0.1})
+    storage = study._storage
+
+    def objective(trial: optuna.Trial) -> float:
+        xs = [trial.suggest_float(n, 0.1, 1.0) for n in NAMES]
+        stage = 0 if trial.number < 3 else 1
+        trial.set_user_attr(STAGE_KEY, stage)
+        trial.set_user_attr(N_CLUSTERS_KEY, 2 if stage == 0 else 4)
+        if trial.number == 3:
+            record = {"stage": 1, "lower": [0.2, 0.3, 0.4, 0.5], "upper": [0.6, 0.7, 0.8, 0.9]}
+            storage.set_trial_system_attr(
+                trial._trial_id, SYSTEM_ATTR_PREFIX + "stage_open", record
+            )
+        return 50.0 + 10 * trial.number - sum(xs)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=6)
+    return study
+
+
+def test_note_lists_clusters_stages_bounds_and_budget(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    assert stage_openings(study.trials) == {0: 0, 1: 3}
+    text = bocr_note(
+        study,
+        stage_sizes=[2, 4],
+        clusters=CLUSTERS,
+        structure_pvalue=0.05,
+        schedule={"rollback_at": [3], "patience": 2, "patience_from": [2]},
+        artifacts=["trial5-model.pt"],
+    )
+    assert text.startswith("# BOCR: how this study searched\n")
+    assert "Best: **trial 5**" in text
+    assert "**p = 0.050**: the layer features group the layers into 2 clusters better" in text
+    assert "| 0 | 2 | 0 |" in text and "| 1 | 4 | 3 |" in text
+    assert "- **Cluster 1** (2 layers): `conv_a`, `conv_b`" in text
+    assert "conv_a 0.20-0.60" in text and "conv_d 0.50-0.90" in text
+    assert "stage 1 opens at trial 3 at the latest (from trial 2 on, after 2 trials" in text
+    assert "keeps at most **0.5** of the original FLOPs" in text and "lbound = 0.1" in text
+    assert "`trial5-model.pt`" in text
+    high = bocr_note(study, stage_sizes=[2, 4], clusters=CLUSTERS, structure_pvalue=0.6)
+    assert "do not group the layers better than chance" in high
+    assert "Not tested" in bocr_note(study, stage_sizes=[4], clusters=CLUSTERS[1:])
+
+
+def test_note_of_another_sampler_is_saved_for_the_dashboard(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    text = save_bocr_note(study, optuna.samplers.RandomSampler())
+    assert "used the `RandomSampler` sampler: one variable per layer" in text
+    system_attrs = study._storage.get_study_system_attrs(study._study_id)
+    assert get_note_from_system_attrs(system_attrs, None)["body"] == text
+
+
+@pytest.mark.skipif(not have_matplotlib(), reason="matplotlib not installed")
+def test_plots_are_png(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    history = plot_history(study, tmp_path / "h.png", baseline=60.0)
+    ratios = plot_layer_ratios(
+        NAMES, [16, 16, 32, 32], [8, 4, 30, 10], tmp_path / "r.png", clusters=CLUSTERS[0]
+    )
+    for path in (history, ratios):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_files_are_uploaded_once_per_name(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    model = tmp_path / "best.pt"
+    model.write_bytes(b"weights")
+    for _ in range(2):  # a resumed study whose best trial did not change
+        names = upload_trial_files(study, tmp_path / "store", 5, {"model.pt": model})
+        assert names == ["trial5-model.pt"]
+    metas = optuna.artifacts.get_all_artifact_meta(study)
+    assert [m.filename for m in metas] == ["trial5-model.pt"]
+    assert (tmp_path / "store" / metas[0].artifact_id).read_bytes() == b"weights"
