@@ -36,19 +36,23 @@ SAMPLER_SECONDS_ATTR = "bench:sampler_seconds"
 OBJECTIVE_SECONDS_ATTR = "bench:objective_seconds"
 """User attr written by the benchmark objectives: seconds spent evaluating the trial."""
 
-BOCR_METHODS = ("bocr-clusters", "bocr-direct", "bocr-gradual", "bocr-early")
+BOCR_METHODS = ("bocr", "bocr-clusters", "bocr-direct", "bocr-gradual", "bocr-early", "bocr-box")
 OPTUNA_METHODS = ("gp", "tpe", "cmaes", "random")
-ALL_METHODS = ("bocr-clusters", "bocr-direct", "bocr-gradual") + OPTUNA_METHODS
-"""The methods that ``--methods all`` runs: BOCR's three variants and Optuna's samplers."""
-EXTRA_METHODS = ("bocr-early",)
-"""Methods run only when named: ``bocr-early`` is gradual rollback with stagnation checked
-from 15% / 30% of the budget instead of the original's 40% / 65%."""
+ALL_METHODS = ("bocr", "bocr-clusters", "bocr-direct", "bocr-gradual") + OPTUNA_METHODS
+"""The methods that ``--methods all`` runs: BOCR with its defaults, the paper's schedule
+(direct and gradual) and clusters only, and Optuna's samplers."""
+EXTRA_METHODS = ("bocr-early", "bocr-box")
+"""Methods run only when named: ``bocr-early`` is the paper's gradual rollback with
+stagnation checked from 15% / 30% of the budget instead of 40% / 65%; ``bocr-box`` is the
+defaults but with each new stage narrowed to the top-k box (``narrow_on_rollback=True``)."""
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 
 METHOD_LABELS = {
+    "bocr": "BOCR defaults",
+    "bocr-box": "BOCR defaults, top-k box",
     "bocr-clusters": "BOCR clusters only",
-    "bocr-direct": "BOCR direct rollback",
-    "bocr-gradual": "BOCR gradual rollback",
+    "bocr-direct": "BOCR paper, direct rollback",
+    "bocr-gradual": "BOCR paper, gradual rollback",
     "bocr-early": "BOCR gradual, early stagnation",
     "gp": "GPSampler",
     "tpe": "TPESampler",
@@ -66,28 +70,38 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
     The original BOCR runs use 200 evaluations: direct rollback at evaluation 100 (or from 80
     on after 20 evaluations without a new best); gradual rollback to the bridge clustering at
     100 and to one variable per parameter at 150 (stagnation from 80 and 130). Every number is
-    scaled by ``n_trials / 200`` (rounded), so at 200 trials the original schedule is used and
+    scaled by ``n_trials / 200`` (rounded), so at 200 trials the original schedule
+    (:data:`~optuna_bocr.PAPER_SCHEDULE`, each new stage narrowed to the top-k box) is used and
     at 150 trials: direct at 75 (patience 15 from 60), gradual at 75 and 112 (patience 15 from
     60 and 98). ``bocr-early`` is gradual rollback whose stagnation rule may fire from
-    evaluation 30 and 60 (scaled) instead of 80 and 130.
+    evaluation 30 and 60 (scaled) instead of 80 and 130. ``bocr`` is the sampler's defaults
+    (not scaled) and ``bocr-box`` the defaults with the top-k box.
 
     Args:
         n_trials: Trial budget of the run.
-        method: ``"bocr-clusters"``, ``"bocr-direct"``, ``"bocr-gradual"`` or
-            ``"bocr-early"``.
+        method: One of :data:`BOCR_METHODS`.
 
     Returns:
-        Keyword arguments ``rollback_at``, ``patience`` and ``patience_from`` for BOCRSampler.
+        Keyword arguments of BOCRSampler's schedule.
     """
     scale = n_trials / 200.0
 
     def s(x: int) -> int:
         return max(1, int(round(x * scale)))
 
+    if method == "bocr":  # the sampler's defaults, not scaled
+        return {}
+    if method == "bocr-box":
+        return {"narrow_on_rollback": True}
     if method == "bocr-clusters":
         return {"rollback_at": None, "patience": None, "patience_from": None}
     if method == "bocr-direct":
-        return {"rollback_at": (s(100),), "patience": s(20), "patience_from": (s(80),)}
+        return {
+            "rollback_at": (s(100),),
+            "patience": s(20),
+            "patience_from": (s(80),),
+            "narrow_on_rollback": True,
+        }
     if method in ("bocr-gradual", "bocr-early"):
         first, second = s(100), max(s(150), s(100) + 1)  # stay strictly increasing
         start1, start2 = (30, 60) if method == "bocr-early" else (80, 130)
@@ -95,6 +109,7 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
             "rollback_at": (first, second),
             "patience": s(20),
             "patience_from": (min(s(start1), first), min(max(s(start2), s(start1) + 1), second)),
+            "narrow_on_rollback": True,
         }
     raise ValueError(f"not a BOCR method: {method!r}")
 
@@ -312,6 +327,39 @@ def first_reaching(curve: np.ndarray, threshold: float, maximize: bool = True) -
     hit = curve >= threshold if maximize else curve <= threshold
     idx = np.flatnonzero(hit)
     return int(idx[0]) + 1 if idx.size else None
+
+
+def paired_difference(
+    a: Mapping[int, np.ndarray],
+    b: Mapping[int, np.ndarray],
+    at: int,
+    *,
+    n_boot: int = 4000,
+    seed: int = 0,
+) -> tuple[float, float, float, int, int] | None:
+    """Per-seed paired difference ``a - b`` of best-so-far curves after ``at`` trials.
+
+    Args:
+        a: Seed -> best-so-far curve of one method.
+        b: Seed -> best-so-far curve of the method it is compared with.
+        at: Trial count (1-based) at which the curves are compared.
+        n_boot: Bootstrap resamples of the seeds.
+        seed: Seed of the bootstrap.
+
+    Returns:
+        ``(mean, low, high, n_positive, n_seeds)``: the mean difference over the seeds both
+        methods ran (to ``at`` trials), the 95% percentile bootstrap interval of that mean,
+        how many seeds have a positive difference and how many seeds there are; ``None`` if
+        no seed is shared.
+    """
+    shared = sorted(s for s in a if s in b and len(a[s]) >= at and len(b[s]) >= at)
+    if not shared:
+        return None
+    diff = np.array([float(a[s][at - 1] - b[s][at - 1]) for s in shared])
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(diff.mean()), float(low), float(high), int((diff > 0).sum()), len(diff)
 
 
 def median_count(counts: Sequence[int | None], n_trials: int) -> str:

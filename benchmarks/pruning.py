@@ -7,9 +7,11 @@ objective is top-1 accuracy (%) on a validation split drawn from the training se
 fine-tuning. The validation split, the calibration images and the checkpoint are the same for
 every method and seed (data seed 0); the run seed only seeds the sampler.
 
-Every (task, method, seed) study lives in one SQLite file (``--storage``); re-running the
-same command resumes: finished trials are kept, stale RUNNING trials of a killed run are
-marked FAIL, and only the missing trials are run. The checkpoint is trained from seeded
+Every (task, method, seed) study lives in one storage (``--storage``: a SQLite URL, or a
+plain path for a JournalStorage log file, which can be committed as the runs go); re-running
+the same command resumes: finished trials are kept, stale RUNNING trials of a killed run are
+marked FAIL, and only the missing trials are run. Checkpoints committed under
+``benchmarks/checkpoints/`` are used as they are; a missing one is trained from seeded
 weights on all cores, so a lost one is trained again identically on the same kind of
 machine; every study records its fingerprint, and resuming against another checkpoint is
 refused before anything runs. After the searches, each method's best trial
@@ -19,11 +21,14 @@ and evaluated again (cached in ``--out``). The report (``results.md``, ``raw.csv
 
 Tasks: ``resnet20`` (9 prunable layers; BOCR with 3 clusters, bridge 6; lbound 0.1),
 ``resnet56`` (27 layers; 3 clusters, bridge 9; lbound 0.1), ``mobilenet_v1`` (6 clusters,
-bridge 10; lbound 0.2); all at 50% FLOPs unless ``--flops-ratio`` is given. Rollback
-schedule: the original's (direct at 100, gradual at 100 and 150, patience 20 from 80/130)
-scaled by ``n_trials / 200``, so exactly the original at 200 trials. ``--methods all`` runs
-the three BOCR variants and Optuna's GP, TPE, CMA-ES and random samplers; ``bocr-early``
-(gradual rollback with stagnation checked from trial 30 and 60) runs only when named.
+bridge 10; lbound 0.2); all at 50% FLOPs unless ``--flops-ratio`` is given. ``bocr`` is
+BOCRSampler with its defaults (stage patience relative to the stage's size, whole range after
+a rollback); ``bocr-direct`` / ``bocr-gradual`` use the paper's schedule (direct at 100,
+gradual at 100 and 150, patience 20 from 80/130, top-k box) scaled by ``n_trials / 200``, so
+exactly the original at 200 trials. ``--methods all`` runs these BOCR variants, clusters
+only, and Optuna's GP, TPE, CMA-ES and random samplers; ``bocr-early`` (gradual rollback with
+stagnation checked from trial 30 and 60) and ``bocr-box`` (the defaults with the top-k box)
+run only when named.
 
 Examples::
 
@@ -74,13 +79,20 @@ _CACHE: dict[str, Any] = {}  # per-process cache of the data splits and objectiv
 # -- Setup ------------------------------------------------------------------------------------
 
 
+COMMITTED_CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+"""Trained checkpoints kept in the repository (with their fingerprints in its README.md):
+every machine prunes the same networks and no run waits for a retrain."""
+
+
 def checkpoint_path(args: argparse.Namespace, task: str) -> Path:
-    """Where the trained checkpoint of a task's model is cached."""
+    """The task's checkpoint: the committed one if the repository has it, else the cache."""
     model = TASKS[task]["model"]
     tag = f"e{args.train_epochs:g}" + (
         f"-m{args.train_max_images}" if args.train_max_images else ""
     )
-    return Path(args.work_dir) / "checkpoints" / f"{model}-{DATASET}-{tag}.pt"
+    name = f"{model}-{DATASET}-{tag}.pt"
+    committed = COMMITTED_CHECKPOINTS / name
+    return committed if committed.exists() else Path(args.work_dir) / "checkpoints" / name
 
 
 def get_splits(args: argparse.Namespace) -> Any:
@@ -230,7 +242,16 @@ def get_objective(args: argparse.Namespace, task: str) -> Any:
 
 
 def get_storage(url: str) -> optuna.storages.BaseStorage:
-    """RDB storage; SQLite gets a long lock timeout so parallel jobs can share one file."""
+    """RDB storage, or a JournalStorage log file for a plain path (no ``scheme://``).
+
+    SQLite gets a long lock timeout so parallel jobs can share one file. A journal file is an
+    append-only text log: commit it as the runs go, and a run that spans machines survives.
+    """
+    if "://" not in url:
+        from optuna.storages.journal import JournalFileBackend
+
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
@@ -480,6 +501,35 @@ def _stage_changes(data: dict[str, dict[int, list[dict[str, Any]]]]) -> list[str
     ]
 
 
+def _paired_lines(bests: dict[str, dict[int, np.ndarray]], cps: list[int]) -> list[str]:
+    """BOCR (defaults) against GPSampler and CMA-ES, paired per seed, at each checkpoint."""
+    if "bocr" not in bests:
+        return []
+    rows = []
+    for ref in ("gp", "cmaes", "bocr-direct"):
+        if ref not in bests:
+            continue
+        cells = []
+        for c in cps:
+            d = common.paired_difference(bests["bocr"], bests[ref], c)
+            cells.append(
+                "-"
+                if d is None
+                else f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] ({d[3]}/{d[4]})"
+            )
+        rows.append([common.METHOD_LABELS.get(ref, ref), *cells])
+    if not rows:
+        return []
+    return [
+        "BOCR (defaults) minus each method, paired by seed: mean difference of the best "
+        "validation top-1 so far (points), 95% bootstrap interval of the mean (4000 "
+        "resamples of the seeds), and the seeds where BOCR is ahead:",
+        "",
+        common.markdown_table(["against", *[f"@{c}" for c in cps]], rows),
+        "",
+    ]
+
+
 def report(
     args: argparse.Namespace, tasks: list[str], methods: list[str], seeds: list[int]
 ) -> str:
@@ -620,6 +670,7 @@ def report(
             f"{args.finetune_max_images or 'all'} images at lr {args.finetune_lr:g}.",
             "",
         ]
+        lines += _paired_lines(bests, cps)
         lines += _stage_changes(data)
     (out / "raw.csv").write_text("\n".join(csv_rows) + "\n")
     if curves:
@@ -744,7 +795,8 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         for task in tasks:
             ensure_checkpoint(args, task)
-        jobs = [(args, t, m, s) for t in tasks for m in methods for s in seeds]
+        # Seed-major: a run stopped part-way has the same seeds for every method.
+        jobs = [(args, t, m, s) for t in tasks for s in seeds for m in methods]
         # Create the storage's tables here, once: Optuna's first-time schema setup fails
         # (IntegrityError on alembic_version) when two workers run it on a new file at once.
         get_storage(args.storage)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from optuna_bocr.keys import ACTUAL_PARAMS_KEY
 from optuna_bocr.sampler import BOCRSampler
+from optuna_bocr.sampler import PAPER_SCHEDULE
 from optuna_bocr.sampler import ParameterFeatures
 
-__all__ = ["ACTUAL_PARAMS_KEY", "BOCRSampler", "ParameterFeatures"]
+__all__ = ["ACTUAL_PARAMS_KEY", "BOCRSampler", "PAPER_SCHEDULE", "ParameterFeatures"]
 __version__ = "0.1.0"

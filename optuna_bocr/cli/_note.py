@@ -97,8 +97,9 @@ def bocr_note(
         stage_sizes: Search variables per stage (``BOCRSampler.stage_sizes``).
         clusters: Per stage, the layer names of each cluster (``BOCRSampler.clusters``).
         structure_pvalue: ``BOCRSampler.structure_pvalue``.
-        schedule: ``rollback_at``, ``patience`` and ``patience_from`` as the sampler got
-            them, to state the stage-change rule (optional).
+        schedule: ``rollback_at``, ``patience``, ``patience_from`` and
+            ``narrow_on_rollback`` as the sampler got them, to state the stage-change rule
+            (optional).
         sampler_name: Shown when the study did not use BOCR (no clusters).
         artifacts: File names attached to the study, listed at the end.
 
@@ -205,13 +206,24 @@ def _schedule_text(schedule: Mapping[str, Any]) -> str:
     changes = []
     for i, a in enumerate(at):
         text = f"stage {i + 1} opens at trial {a} at the latest"
-        if patience and i < len(since):
+        if patience == "auto":
+            text += (
+                " (or earlier, once max(10, 2 x the stage's variables) trials after the "
+                "quasi-random start bring no new best)"
+            )
+        elif patience and i < len(since):
             text += f" (from trial {since[i]} on, after {patience} trials without a new best)"
         changes.append(text)
+    if schedule.get("narrow_on_rollback"):
+        bounds = (
+            "Each new stage searches inside the range of the 10 best trials so far (plus 5% "
+            "of the full range on each side)"
+        )
+    else:
+        bounds = "Each new stage searches the full range"
     return (
-        "Stage changes: " + "; ".join(changes) + ". Each new stage searches inside the range "
-        "of the 10 best trials so far (plus 5% of the full range on each side); every "
-        "earlier trial stays an observation."
+        "Stage changes: " + "; ".join(changes) + f". {bounds}; every earlier trial stays an "
+        "observation."
     )
 
 

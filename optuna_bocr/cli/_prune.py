@@ -45,6 +45,7 @@ class PruneSettings:
     bridge_clusters: str | list[int]
     rollback_at: str | list[int]
     patience: int | None
+    narrow_on_rollback: bool
     unstructured_fallback: bool
     n_startup_trials: int
     pruner: str
@@ -87,6 +88,7 @@ class PruneSettings:
             bridge_clusters=args.bridge_clusters,
             rollback_at=args.rollback_at,
             patience=args.patience,
+            narrow_on_rollback=args.narrow_on_rollback,
             unstructured_fallback=args.unstructured_fallback,
             n_startup_trials=args.n_startup_trials,
             pruner=args.pruner,
@@ -214,8 +216,15 @@ class PruneCommand(Command):
             type=positive_int,
             default=None,
             metavar="N",
-            help="BOCR: roll back early after N trials without a new best, from 40%% / 65%% "
-            "of --n-trials on (default: max(5, 10%% of --n-trials))",
+            help="BOCR: roll back early after N trials without a new best, from 80%% of each "
+            "rollback trial on (default: relative to each stage: max(10, 2 x its variables) "
+            "trials after the quasi-random start, from any trial)",
+        )
+        g.add_argument(
+            "--narrow-on-rollback",
+            action="store_true",
+            help="BOCR: narrow each new stage to the range of the 10 best trials (the original "
+            "BOCR) instead of the whole --lbound..--rbound range",
         )
         g.add_argument(
             "--unstructured-fallback",

@@ -99,13 +99,22 @@ def rollback_settings(s: PruneSettings, n_layers: int) -> dict[str, Any]:
             )
         at = at[:n_changes]
         patience_from = [max(1, round(a * 0.8)) for a in at]
-    patience = s.patience if s.patience is not None else max(5, round(0.1 * n))
+    if s.patience is None:  # BOCRSampler's own rule: patience relative to each stage's size
+        return {
+            "n_clusters": k,
+            "bridge_clusters": bridges,
+            "rollback_at": at,
+            "patience": "auto",
+            "patience_from": None,
+            "narrow_on_rollback": s.narrow_on_rollback,
+        }
     return {
         "n_clusters": k,
         "bridge_clusters": bridges,
         "rollback_at": at,
-        "patience": patience,
+        "patience": s.patience,
         "patience_from": patience_from,
+        "narrow_on_rollback": s.narrow_on_rollback,
     }
 
 

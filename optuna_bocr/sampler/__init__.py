@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from optuna_bocr.sampler._features import ParameterFeatures
 from optuna_bocr.sampler._sampler import BOCRSampler
+from optuna_bocr.sampler._schedule import PAPER_SCHEDULE
 from optuna_bocr.sampler._storage import stage_openings
 
-__all__ = ["BOCRSampler", "ParameterFeatures", "stage_openings"]
+__all__ = ["BOCRSampler", "PAPER_SCHEDULE", "ParameterFeatures", "stage_openings"]

@@ -72,9 +72,9 @@ def optimize_log_ei(
     dim: int,
     rng: np.random.Generator,
     warm_starts: np.ndarray,
-    n_candidates: int = 1024,
-    n_local: int = 5,
-    maxiter: int = 50,
+    n_candidates: int = 512,
+    n_local: int = 3,
+    maxiter: int = 25,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Maximise log-EI on ``[0, 1]^dim``.
 

@@ -54,6 +54,8 @@ class Plan:
         top_k: Number of best COMPLETE trials that set the bounds of a new stage.
         n_startup_trials: Trials with a number below this come from the Sobol design.
         seed: Seed of every random choice (with the trial number).
+        narrow_on_rollback: Whether a new stage's bounds are the range of the top-k trials
+            (else the user's whole range).
     """
 
     names: tuple[str, ...]
@@ -62,6 +64,7 @@ class Plan:
     top_k: int
     n_startup_trials: int
     seed: int
+    narrow_on_rollback: bool = True
 
 
 class Proposal(NamedTuple):
@@ -133,6 +136,8 @@ def _current_stage(plan: Plan, history: History) -> tuple[int, int, StageSpace]:
 
 def _open_stage(plan: Plan, history: History, stage: int) -> StageSpace:
     """The space of a new stage: bounds from the top-k COMPLETE trials' cluster values."""
+    if not plan.narrow_on_rollback:
+        return plan.spaces[stage]
     complete = np.flatnonzero(history.obs_complete)
     order = sorted(complete, key=lambda i: (-history.obs_values[i], history.obs_numbers[i]))
     space = plan.spaces[stage]

@@ -54,7 +54,8 @@ class BOCRSampler(BaseSampler):
     starts with one variable per cluster (every member parameter gets its cluster's value,
     clipped to its own distribution), then rolls back to finer cuts of the same tree
     (optional "bridge" stages) and finally to one variable per parameter. Each stage change
-    narrows the bounds to the range of the best trials, and every earlier trial becomes an
+    keeps the user's whole range (or, with ``narrow_on_rollback=True`` as in the original,
+    narrows the bounds to the range of the best trials), and every earlier trial becomes an
     observation of the new stage: a cluster's value is the mean of its members' *actual*
     values (user attr :data:`~optuna_bocr.ACTUAL_PARAMS_KEY` when the objective records it,
     else the trial's params). Trials ``0 .. n_startup_trials - 1`` come from a scrambled
@@ -77,10 +78,15 @@ class BOCRSampler(BaseSampler):
 
     Stage changes: with ``B`` bridge stages there are ``B + 1`` changes; change ``i``
     (to stage ``i + 1``) happens at the first trial whose number is at least
-    ``rollback_at[i]``, or earlier, from trial number ``patience_from[i]`` on, once
-    ``patience`` observations in a row (counted from the later of the last new best and
-    the start of the current stage) brought no new best. If several workers open the same
-    stage at once, the opening with the lowest trial number is used by later trials.
+    ``rollback_at[i]``, or earlier, once the stage stops paying: ``patience`` observations
+    in a row (counted from the later of the last new best and the start of the current
+    stage) brought no new best. By default (``patience="auto"``) the patience is relative to
+    the stage's size: ``max(10, 2 k)`` observations for a stage of ``k`` variables, none of
+    them from the Sobol design, so coarse stages end soon after they stall and the finer
+    ones get the budget. If several workers open the same stage at once, the opening with
+    the lowest trial number is used by later trials. The original BOCR schedule (stagnation of 20
+    trials checked from trial 80 and 130, rollback at 100 and 150 at the latest) is
+    :data:`~optuna_bocr.PAPER_SCHEDULE`: ``BOCRSampler(..., **PAPER_SCHEDULE)``.
 
     Observations: COMPLETE trials at their value, PRUNED trials at their last intermediate
     value; FAIL trials (Optuna fails trials whose objective returns NaN) are ignored. Points
@@ -113,15 +119,23 @@ class BOCRSampler(BaseSampler):
             default ``(100, 150)`` means "at 100" for direct rollback). ``None``: clustering
             only, never roll back.
         patience:
-            Number of observations without a new best that ends a stage early; ``None``:
-            only ``rollback_at`` counts.
+            Number of observations without a new best that ends a stage early; ``"auto"``:
+            ``max(10, 2 k)`` for a stage of ``k`` variables, counting no trial of the Sobol
+            design; ``None``: only ``rollback_at`` counts.
         patience_from:
             Per change, the first trial number at which stagnation may trigger it (one entry
             per change, further entries ignored; each at most the matching ``rollback_at``).
-            ``None``: no stagnation rule.
+            ``None``: from any trial number.
+        narrow_on_rollback:
+            Whether each stage change narrows the bounds to the range of the ``top_k`` best
+            COMPLETE trials (their cluster values, plus 5% of the user's range on each
+            side), as the original BOCR does. ``False`` (default): every stage searches the
+            user's whole range; the earlier trials still steer the GP, and a box drawn from
+            a coarse stage's best trials cannot keep the finer stages from the optimum
+            (measured: benchmarks/README.md).
         top_k:
             Number of best COMPLETE trials whose cluster values set the bounds of a new
-            stage (their range plus 5% of the user's range on each side).
+            stage (with ``narrow_on_rollback``).
         n_startup_trials:
             Trials with a number below this come from the Sobol design.
         seed:
@@ -162,8 +176,9 @@ class BOCRSampler(BaseSampler):
         n_clusters: int = 3,
         bridge_clusters: int | Sequence[int] | None = None,
         rollback_at: Sequence[int] | None = (100, 150),
-        patience: int | None = 20,
-        patience_from: Sequence[int] | None = (80, 130),
+        patience: int | Literal["auto"] | None = "auto",
+        patience_from: Sequence[int] | None = None,
+        narrow_on_rollback: bool = False,
         top_k: int = 10,
         n_startup_trials: int = 10,
         seed: int | None = None,
@@ -190,6 +205,7 @@ class BOCRSampler(BaseSampler):
         for flag, value in (
             ("check_structure", check_structure),
             ("unstructured_fallback", unstructured_fallback),
+            ("narrow_on_rollback", narrow_on_rollback),
         ):
             if not isinstance(value, bool):
                 raise TypeError(f"{flag} must be a bool, got {value!r}.")
@@ -202,6 +218,8 @@ class BOCRSampler(BaseSampler):
             rollback_at=rollback_at,
             patience=patience,
             patience_from=patience_from,
+            # "auto" judges a stage by its model-guided trials only, not by the Sobol design.
+            count_from=n_startup_trials if patience == "auto" else 0,
         )
         samples, vectors = feature_arrays(feats, distance, self._names)
         tree = WardTree(distance_matrix(distance=distance, samples=samples, vectors=vectors), dims)
@@ -234,6 +252,7 @@ class BOCRSampler(BaseSampler):
             top_k=top_k,
             n_startup_trials=n_startup_trials,
             seed=int(seed),
+            narrow_on_rollback=narrow_on_rollback,
         )
         self._layout = _storage.layout_record(self._names, lows, highs, self._clusters)
         self._independent_sampler = independent_sampler or RandomSampler(seed=seed)

@@ -9,11 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 ROLLBACK_MARGIN = 0.05
 """Margin added on each side of the top-k range, as a fraction of the user's range."""
+AUTO_PATIENCE_MIN = 10
+"""``patience="auto"``: a stage ends after at least this many observations without a new best."""
+AUTO_PATIENCE_PER_VARIABLE = 2
+"""``patience="auto"``: ... or this many per search variable of the stage, if more."""
+PAPER_SCHEDULE: dict[str, object] = {
+    "rollback_at": (100, 150),
+    "patience": 20,
+    "patience_from": (80, 130),
+    "narrow_on_rollback": True,
+}
+"""The original BOCR schedule for 200 evaluations, as :class:`~optuna_bocr.BOCRSampler`
+keyword arguments: rollback at trial 100 (and 150 with a bridge stage) at the latest, or from
+trial 80 (and 130) on after 20 trials without a new best; each new stage is narrowed to the
+range of the top-k trials."""
 
 
 @dataclass(frozen=True)
@@ -24,17 +39,20 @@ class Schedule:
         sizes: Number of search variables of each stage (strictly increasing).
         rollback_at: For change ``i`` (from stage ``i`` to ``i + 1``), the trial number of
             the first trial of the new stage at the latest.
-        patience: Number of observations without a new best (counted from the later of
-            the last new best and the start of the current stage) that ends a stage early;
-            ``None`` disables stagnation.
+        patience: For change ``i``, the number of observations without a new best (counted
+            from the latest of the last new best, the start of stage ``i`` and the end of
+            the start-up design) that ends stage ``i`` early; ``None`` disables stagnation.
         patience_from: For change ``i``, the first trial number at which stagnation may
-            end stage ``i``; ``None`` disables stagnation.
+            end stage ``i``; ``None``: any trial number.
+        count_from: Observations numbered below this (the start-up design) never count
+            towards stagnation.
     """
 
     sizes: tuple[int, ...]
     rollback_at: tuple[int, ...]
-    patience: int | None
+    patience: tuple[int, ...] | None
     patience_from: tuple[int, ...] | None
+    count_from: int = 0
 
     @property
     def n_stages(self) -> int:
@@ -66,10 +84,15 @@ def make_schedule(
     n_clusters: int,
     bridge_clusters: int | Sequence[int] | None,
     rollback_at: Sequence[int] | None,
-    patience: int | None,
+    patience: int | Literal["auto"] | None,
     patience_from: Sequence[int] | None,
+    count_from: int = 0,
 ) -> Schedule:
-    """Validate the stage arguments of :class:`~optuna_bocr.BOCRSampler` into a schedule."""
+    """Validate the stage arguments of :class:`~optuna_bocr.BOCRSampler` into a schedule.
+
+    ``patience="auto"`` gives each stage its own patience: ``max(AUTO_PATIENCE_MIN,
+    AUTO_PATIENCE_PER_VARIABLE * k)`` observations for a stage of ``k`` variables.
+    """
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
         raise TypeError(f"n_clusters must be an int, got {n_clusters!r}.")
     if not 1 <= n_clusters <= dims:
@@ -103,19 +126,30 @@ def make_schedule(
         )
     n_changes = len(sizes) - 1
     at = _int_tuple("rollback_at", rollback_at, n_changes)
-    if patience is not None:
-        if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)):
-            raise TypeError(f"patience must be an int or None, got {patience!r}.")
-        if patience < 1:
-            raise ValueError(f"patience must be >= 1, got {patience}.")
+    per_change: tuple[int, ...] | None
+    if patience is None:
+        per_change = None
+    elif isinstance(patience, str):
+        if patience != "auto":
+            raise ValueError(f"patience must be an int >= 1, 'auto' or None, got {patience!r}.")
+        per_change = tuple(
+            max(AUTO_PATIENCE_MIN, AUTO_PATIENCE_PER_VARIABLE * k) for k in sizes[:-1]
+        )
+    elif isinstance(patience, bool) or not isinstance(patience, (int, np.integer)):
+        raise TypeError(f"patience must be an int, 'auto' or None, got {patience!r}.")
+    elif patience < 1:
+        raise ValueError(f"patience must be >= 1, got {patience}.")
+    else:
+        per_change = (int(patience),) * n_changes
     pfrom = (
         None if patience_from is None else _int_tuple("patience_from", patience_from, n_changes)
     )
     return Schedule(
         sizes=sizes,
         rollback_at=at,
-        patience=None if patience is None else int(patience),
+        patience=per_change,
         patience_from=pfrom,
+        count_from=int(count_from),
     )
 
 
@@ -141,14 +175,14 @@ def should_advance(
         return False
     if trial_number >= schedule.rollback_at[stage]:
         return True
-    if schedule.patience is None or schedule.patience_from is None:
+    if schedule.patience is None:
         return False
-    if trial_number < schedule.patience_from[stage]:
+    if schedule.patience_from is not None and trial_number < schedule.patience_from[stage]:
         return False
     ordered = sorted(history)
     best_number = ordered[int(np.argmax([v for _, v in ordered]))][0]
-    since = max(best_number, stage_start - 1)
-    return sum(1 for n, _ in ordered if n > since) >= schedule.patience
+    since = max(best_number, stage_start - 1, schedule.count_from - 1)
+    return sum(1 for n, _ in ordered if n > since) >= schedule.patience[stage]
 
 
 def rollback_bounds(

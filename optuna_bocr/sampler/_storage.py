@@ -99,6 +99,14 @@ def evaluated_params(trial: FrozenTrial, names: Sequence[str]) -> np.ndarray | N
     actual = trial.user_attrs.get(_keys.ACTUAL_PARAMS_KEY)
     if not isinstance(actual, Mapping):
         actual = {}
+    elif len(actual) >= len(names):
+        # The common case (the objective recorded every parameter): one conversion.
+        try:
+            fast = np.array([actual[name] for name in names], dtype=float)
+        except (KeyError, TypeError, ValueError):
+            pass
+        else:
+            return fast if np.isfinite(fast).all() else None
     params = trial.params
     proposal = trial.system_attrs.get(PROPOSAL_ATTR)
     if not isinstance(proposal, list) or len(proposal) != len(names):

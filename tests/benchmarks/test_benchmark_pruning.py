@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 import pytest
@@ -27,7 +28,7 @@ def _argv(tmp_path: Path, n_trials: int, *extra: str) -> list[str]:
         "--tasks",
         "resnet20",
         "--methods",
-        "bocr-gradual,tpe",
+        "bocr,gp",
         "--seeds",
         "1",
         "--n-trials",
@@ -67,18 +68,20 @@ def test_pruning_benchmark_runs_reports_and_resumes(
 
     # Report: one row per method, every trial in the CSV, a plot, the final evaluation.
     results = (out / "results.md").read_text()
-    assert "| BOCR gradual rollback | 1 |" in results
-    assert "| TPESampler | 1 |" in results
+    assert "| BOCR defaults | 1 |" in results
+    assert "| GPSampler | 1 |" in results
     assert "stage changes" in results
+    assert "BOCR (defaults) minus each method, paired by seed" in results
+    assert "| GPSampler | " in results.split("paired by seed")[1]
     with open(out / "raw.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["method"], r["trial"]) for r in rows} == {
-        (m, str(i)) for m in ("bocr-gradual", "tpe") for i in range(3)
+        (m, str(i)) for m in ("bocr", "gp") for i in range(3)
     }
     assert all(0.0 <= float(r["val_top1"]) <= 100.0 for r in rows)
     assert (out / "pruning.png").stat().st_size > 0
     final = json.loads((out / "final_resnet20.json").read_text())
-    for method in ("bocr-gradual", "tpe"):
+    for method in ("bocr", "gp"):
         entry = final[method]
         assert 0.0 <= entry["test_top1"] <= 100.0
         assert entry["test_top1_finetuned"] is not None
@@ -87,7 +90,7 @@ def test_pruning_benchmark_runs_reports_and_resumes(
     # A crash leaves a RUNNING trial behind; the same command with a larger budget marks it
     # FAIL, keeps the finished trials and runs only the missing one.
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    name = "pruning-resnet20-flops0.5-val200-tpe-seed0"
+    name = "pruning-resnet20-flops0.5-val200-gp-seed0"
     study = optuna.load_study(study_name=name, storage=storage)
     before = [(t.params, t.value) for t in study.get_trials(states=(TrialState.COMPLETE,))]
     study.ask()
@@ -121,3 +124,24 @@ def test_pruning_benchmark_runs_reports_and_resumes(
         pruning_script.main(_argv(tmp_path, 5, "--skip-final"))
     assert name in str(excinfo.value) and recorded in str(excinfo.value)
     assert len(optuna.load_study(study_name=name, storage=storage).trials) == n_before
+
+
+def test_paired_difference_by_seed() -> None:
+    from benchmarks._common import paired_difference
+
+    a = {0: np.array([1.0, 3.0]), 1: np.array([2.0, 2.0]), 2: np.array([0.0, 5.0])}
+    b = {0: np.array([1.0, 1.0]), 1: np.array([1.0, 3.0]), 3: np.array([9.0, 9.0])}
+    mean, low, high, ahead, n = paired_difference(a, b, 2)  # type: ignore[misc]
+    assert (mean, ahead, n) == (0.5, 1, 2)  # seeds 0 and 1 only: +2 and -1
+    assert low == pytest.approx(-1.0) and high == pytest.approx(2.0)
+    assert paired_difference(a, {5: np.array([0.0])}, 1) is None
+
+
+def test_journal_file_storage_keeps_studies(pruning_script: ModuleType, tmp_path: Path) -> None:
+    path = tmp_path / "results" / "studies.log"
+    storage = pruning_script.get_storage(str(path))
+    assert isinstance(storage, optuna.storages.JournalStorage)
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=2)
+    again = optuna.load_study(study_name="s", storage=pruning_script.get_storage(str(path)))
+    assert len(again.trials) == 2 and path.stat().st_size > 0

@@ -72,6 +72,16 @@ def test_note_lists_clusters_stages_bounds_and_budget(tmp_path: Path) -> None:
     assert "stage 1 opens at trial 3 at the latest (from trial 2 on, after 2 trials" in text
     assert "keeps at most **0.5** of the original FLOPs" in text and "lbound = 0.1" in text
     assert "`trial5-model.pt`" in text
+    assert "Each new stage searches the full range" in text
+    auto = bocr_note(
+        study,
+        stage_sizes=[2, 4],
+        clusters=CLUSTERS,
+        structure_pvalue=0.05,
+        schedule={"rollback_at": [3], "patience": "auto", "narrow_on_rollback": True},
+    )
+    assert "or earlier, once max(10, 2 x the stage's variables) trials" in auto
+    assert "inside the range of the 10 best trials" in auto
     high = bocr_note(study, stage_sizes=[2, 4], clusters=CLUSTERS, structure_pvalue=0.6)
     assert "do not group the layers better than chance" in high
     assert "Not tested" in bocr_note(study, stage_sizes=[4], clusters=CLUSTERS[1:])

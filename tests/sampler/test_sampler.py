@@ -19,6 +19,7 @@ import pytest
 from optuna_bocr import ACTUAL_PARAMS_KEY
 from optuna_bocr import BOCRSampler
 from optuna_bocr import keys as _keys
+from optuna_bocr import PAPER_SCHEDULE
 from optuna_bocr import ParameterFeatures
 from optuna_bocr.sampler._history import read_history
 from optuna_bocr.sampler._proposal import DUPLICATE_TOL as _DUPLICATE_TOL
@@ -247,6 +248,38 @@ def test_direct_rollback_on_stagnation(tmp_path: Path) -> None:
     assert _stages(study) == [0] * 7 + [1] * 3
 
 
+def test_auto_patience_ends_a_stalled_stage_after_the_design(tmp_path: Path) -> None:
+    # Two clusters: patience max(10, 2 * 2) = 10 model-guided trials without a new best.
+    sampler = _sampler(rollback_at=(100,), n_startup_trials=4)
+    study = _study(tmp_path, sampler)
+    study.optimize(lambda t: _objective(t) * 0 - t.number, n_trials=16)
+    # The best is trial 0 (in the design); trials 4-13 bring nothing new: trial 14 rolls back.
+    assert _stages(study) == [0] * 14 + [1] * 2
+
+
+def test_paper_schedule_preset(tmp_path: Path) -> None:
+    assert PAPER_SCHEDULE == {
+        "rollback_at": (100, 150),
+        "patience": 20,
+        "patience_from": (80, 130),
+        "narrow_on_rollback": True,
+    }
+    sampler = _sampler(**PAPER_SCHEDULE)
+    assert sampler.stage_sizes == [2, 6]
+
+
+def test_whole_range_on_rollback_when_not_narrowing(tmp_path: Path) -> None:
+    sampler = _sampler(rollback_at=(6,), patience=None, n_startup_trials=3)  # the default
+    study = _study(tmp_path, sampler)
+    study.optimize(_objective, n_trials=8)
+    rec = study.trials[6].system_attrs[STAGE_OPEN_ATTR]
+    assert rec["stage"] == 1
+    np.testing.assert_allclose(rec["lower"], [0.1] * 6)
+    np.testing.assert_allclose(rec["upper"], [1.0] * 6)
+    with pytest.raises(TypeError, match="narrow_on_rollback"):
+        _sampler(narrow_on_rollback=1)
+
+
 def test_cluster_only_never_rolls_back(tmp_path: Path) -> None:
     sampler = _sampler(rollback_at=None, n_startup_trials=100)
     assert sampler.n_stages == 1
@@ -266,7 +299,12 @@ def test_bounds_narrow_from_top_k_actual_values(tmp_path: Path) -> None:
         return -float(np.sum((actual - 0.3) ** 2))
 
     sampler = _sampler(
-        bridge_clusters=4, rollback_at=(8, 12), patience=None, top_k=top_k, n_startup_trials=5
+        bridge_clusters=4,
+        rollback_at=(8, 12),
+        patience=None,
+        top_k=top_k,
+        n_startup_trials=5,
+        narrow_on_rollback=True,
     )
     study = _study(tmp_path, sampler)
     study.optimize(objective, n_trials=15)
@@ -295,7 +333,13 @@ def test_bounds_narrow_from_top_k_actual_values(tmp_path: Path) -> None:
 
 
 def test_observation_mapping_on_rollback(tmp_path: Path) -> None:
-    sampler = _sampler(bridge_clusters=4, rollback_at=(4, 8), patience=None, n_startup_trials=2)
+    sampler = _sampler(
+        bridge_clusters=4,
+        rollback_at=(4, 8),
+        patience=None,
+        n_startup_trials=2,
+        narrow_on_rollback=True,
+    )
     study = _study(tmp_path, sampler)
     actual = {n: 0.1 + 0.1 * i for i, n in enumerate(NAMES)}
 

@@ -100,3 +100,24 @@ def test_rollback_bounds_margin_and_clip() -> None:
     assert np.all(lower >= lows) and np.all(upper <= highs)
     lower, upper = rollback_bounds(np.array([[0.1], [0.1]]), lows[:1], highs[:1])
     assert lower[0] == 0.1 and upper[0] == pytest.approx(0.1 + m)
+
+
+def test_auto_patience_is_relative_to_each_stage() -> None:
+    s = _sched(dims=40, n_clusters=3, bridge_clusters=12, patience="auto", patience_from=None)
+    # max(10, 2 k) per stage that can end: 3 clusters -> 10, 12 clusters -> 24.
+    assert s.patience == (10, 24) and s.patience_from is None
+    assert _sched(patience=7).patience == (7,)
+    with pytest.raises(ValueError, match="'auto'"):
+        _sched(patience="soon")
+
+
+def test_stagnation_ignores_the_startup_design_when_asked() -> None:
+    s = _sched(patience=3, patience_from=None, count_from=10)
+    flat = [(i, -float(i)) for i in range(12)]  # The best is trial 0, inside the design.
+    # Counted from trial 10 on (the first model-guided trial): 10, 11 are only 2.
+    assert not should_advance(s, stage=0, stage_start=0, trial_number=12, history=flat)
+    flat.append((12, -12.0))
+    assert should_advance(s, stage=0, stage_start=0, trial_number=13, history=flat)
+    # Without count_from, the same history ends the stage as soon as 3 trials follow the best.
+    s0 = _sched(patience=3, patience_from=None)
+    assert should_advance(s0, stage=0, stage_start=0, trial_number=4, history=flat[:4])
