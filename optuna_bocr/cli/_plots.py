@@ -33,6 +33,18 @@ _PALETTE = (
 )
 
 
+def _save(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG (creating the folder) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
 def have_matplotlib() -> bool:
     """Whether matplotlib is installed."""
     return importlib.util.find_spec("matplotlib") is not None
@@ -132,12 +144,7 @@ def plot_history(
     ax.set_title(title or f"{study.study_name}: {label}, best so far", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 def plot_layer_ratios(
@@ -192,12 +199,7 @@ def plot_layer_ratios(
         labels = [labels[0], *(h.get_label() for h in handles)]
     ax.legend(own, labels, loc="upper left", fontsize=7)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 def objective_layer_widths(

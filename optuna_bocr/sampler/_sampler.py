@@ -218,8 +218,7 @@ class BOCRSampler(BaseSampler):
             rollback_at=rollback_at,
             patience=patience,
             patience_from=patience_from,
-            # "auto" judges a stage by its model-guided trials only, not by the Sobol design.
-            count_from=n_startup_trials if patience == "auto" else 0,
+            n_startup_trials=n_startup_trials,
         )
         samples, vectors = feature_arrays(feats, distance, self._names)
         tree = WardTree(distance_matrix(distance=distance, samples=samples, vectors=vectors), dims)

@@ -86,12 +86,14 @@ def make_schedule(
     rollback_at: Sequence[int] | None,
     patience: int | Literal["auto"] | None,
     patience_from: Sequence[int] | None,
-    count_from: int = 0,
+    n_startup_trials: int = 0,
 ) -> Schedule:
     """Validate the stage arguments of :class:`~optuna_bocr.BOCRSampler` into a schedule.
 
     ``patience="auto"`` gives each stage its own patience: ``max(AUTO_PATIENCE_MIN,
-    AUTO_PATIENCE_PER_VARIABLE * k)`` observations for a stage of ``k`` variables.
+    AUTO_PATIENCE_PER_VARIABLE * k)`` observations for a stage of ``k`` variables, counting
+    only model-guided trials (none of the first ``n_startup_trials``, the Sobol design). An
+    int patience counts every trial, as the original BOCR does.
     """
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
         raise TypeError(f"n_clusters must be an int, got {n_clusters!r}.")
@@ -126,6 +128,7 @@ def make_schedule(
         )
     n_changes = len(sizes) - 1
     at = _int_tuple("rollback_at", rollback_at, n_changes)
+    count_from = 0
     per_change: tuple[int, ...] | None
     if patience is None:
         per_change = None
@@ -135,6 +138,7 @@ def make_schedule(
         per_change = tuple(
             max(AUTO_PATIENCE_MIN, AUTO_PATIENCE_PER_VARIABLE * k) for k in sizes[:-1]
         )
+        count_from = int(n_startup_trials)
     elif isinstance(patience, bool) or not isinstance(patience, (int, np.integer)):
         raise TypeError(f"patience must be an int, 'auto' or None, got {patience!r}.")
     elif patience < 1:
@@ -149,7 +153,7 @@ def make_schedule(
         rollback_at=at,
         patience=per_change,
         patience_from=pfrom,
-        count_from=int(count_from),
+        count_from=count_from,
     )
 
 

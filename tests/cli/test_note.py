@@ -116,3 +116,20 @@ def test_files_are_uploaded_once_per_name(tmp_path: Path) -> None:
     metas = optuna.artifacts.get_all_artifact_meta(study)
     assert [m.filename for m in metas] == ["trial5-model.pt"]
     assert (tmp_path / "store" / metas[0].artifact_id).read_bytes() == b"weights"
+
+
+def test_prune_schedule_options_reach_the_sampler_settings() -> None:
+    from optuna_bocr.cli import build_parser
+    from optuna_bocr.cli._prune import PruneSettings
+    from optuna_bocr.cli._search import rollback_settings
+
+    def settings(*extra: str) -> dict:
+        args = build_parser().parse_args(["prune", "--n-trials", "200", *extra])
+        return rollback_settings(PruneSettings.from_args(args), 27)
+
+    default = settings()
+    assert default["patience"] == "auto" and default["patience_from"] is None
+    assert default["narrow_on_rollback"] is False and default["rollback_at"] == [100, 150]
+    paper = settings("--patience", "20", "--narrow-on-rollback")
+    assert paper["patience"] == 20 and paper["patience_from"] == [80, 120]
+    assert paper["narrow_on_rollback"] is True

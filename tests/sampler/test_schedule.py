@@ -111,13 +111,14 @@ def test_auto_patience_is_relative_to_each_stage() -> None:
         _sched(patience="soon")
 
 
-def test_stagnation_ignores_the_startup_design_when_asked() -> None:
-    s = _sched(patience=3, patience_from=None, count_from=10)
-    flat = [(i, -float(i)) for i in range(12)]  # The best is trial 0, inside the design.
-    # Counted from trial 10 on (the first model-guided trial): 10, 11 are only 2.
-    assert not should_advance(s, stage=0, stage_start=0, trial_number=12, history=flat)
-    flat.append((12, -12.0))
-    assert should_advance(s, stage=0, stage_start=0, trial_number=13, history=flat)
-    # Without count_from, the same history ends the stage as soon as 3 trials follow the best.
-    s0 = _sched(patience=3, patience_from=None)
+def test_auto_patience_ignores_the_startup_design() -> None:
+    # Two clusters: patience max(10, 2 * 2) = 10, counted from trial 10 (after the design).
+    s = _sched(patience="auto", patience_from=None, n_startup_trials=10)
+    assert s.patience == (10,) and s.count_from == 10
+    flat = [(i, -float(i)) for i in range(20)]  # The best is trial 0, inside the design.
+    assert not should_advance(s, stage=0, stage_start=0, trial_number=19, history=flat[:19])
+    assert should_advance(s, stage=0, stage_start=0, trial_number=20, history=flat)
+    # An int patience counts every trial, as the original BOCR does.
+    s0 = _sched(patience=3, patience_from=None, n_startup_trials=10)
+    assert s0.count_from == 0
     assert should_advance(s0, stage=0, stage_start=0, trial_number=4, history=flat[:4])
