@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from optuna_bocr.cli._common import CLIError
 from optuna_bocr.cli._common import first_line
@@ -54,12 +55,18 @@ def check_existing_study(study: optuna.study.Study, s: PruneSettings) -> None:
 
 
 def check_param_names(study: optuna.study.Study, names: Sequence[str], url: str) -> None:
-    """Refuse a study whose trials searched other parameters than ``names``."""
+    """Refuse a study whose trials searched other parameters than ``names``.
+
+    A trial that did not finish (a worker killed while its parameters were being written)
+    may hold only some of them; only a name that is not in ``names`` proves another model.
+    """
     expected = set(names)
     for t in study.get_trials(deepcopy=False):
-        if t.params and set(t.params) != expected:
-            extra = sorted(set(t.params) - expected)[:3]
-            missing = sorted(expected - set(t.params))[:3]
+        params = set(t.params)
+        finished = t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        if params - expected or (finished and params != expected):
+            extra = sorted(params - expected)[:3]
+            missing = sorted(expected - params)[:3]
             raise CLIError(
                 f"study {study.study_name!r} in {url} searches other parameters than the "
                 f"prunable layers of this model (trial {t.number}: unexpected {extra}, "

@@ -133,3 +133,29 @@ def test_prune_schedule_options_reach_the_sampler_settings() -> None:
     paper = settings("--patience", "20", "--narrow-on-rollback")
     assert paper["patience"] == 20 and paper["patience_from"] == [80, 120]
     assert paper["narrow_on_rollback"] is True
+
+
+def test_a_half_written_trial_does_not_look_like_another_model(tmp_path: Path) -> None:
+    from optuna.distributions import FloatDistribution
+
+    from optuna_bocr.cli._common import CLIError
+    from optuna_bocr.cli._search import check_param_names
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    study = optuna.create_study(storage=url, study_name="p")
+    names = ["a", "b", "c"]
+    killed = study.ask()  # a worker killed after writing one of its parameters
+    killed.suggest_float("a", 0.1, 1.0)
+    check_param_names(study, names, url)  # left RUNNING with part of them: not refused
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"a": 0.5, "b": 0.5},
+            distributions={n: FloatDistribution(0.1, 1.0) for n in ("a", "b")},
+            value=1.0,
+        )
+    )
+    with pytest.raises(CLIError, match="missing \\['c'\\]"):
+        check_param_names(study, names, url)  # a finished trial without "c": refused
+    # A name the model does not have proves another model, finished or not.
+    with pytest.raises(CLIError, match="trial 0: unexpected \\['a'\\]"):
+        check_param_names(study, ["b", "c"], url)
