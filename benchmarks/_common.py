@@ -36,26 +36,39 @@ SAMPLER_SECONDS_ATTR = "bench:sampler_seconds"
 OBJECTIVE_SECONDS_ATTR = "bench:objective_seconds"
 """User attr written by the benchmark objectives: seconds spent evaluating the trial."""
 
-BOCR_METHODS = ("bocr", "bocr-clusters", "bocr-direct", "bocr-gradual", "bocr-early", "bocr-box")
+BOCR_METHODS = (
+    "bocr",
+    "bocr-clusters",
+    "bocr-direct",
+    "bocr-gradual",
+    "bocr-early",
+    "bocr-box",
+    "bocr-actual",
+)
 OPTUNA_METHODS = ("gp", "tpe", "cmaes", "random")
 ALL_METHODS = ("bocr", "bocr-clusters", "bocr-direct", "bocr-gradual") + OPTUNA_METHODS
 """The methods that ``--methods all`` runs: BOCR with its defaults, the paper's schedule
 (direct and gradual) and clusters only, and Optuna's samplers."""
-EXTRA_METHODS = ("bocr-early", "bocr-box")
+EXTRA_METHODS = ("bocr-early", "bocr-box", "bocr-actual", "tpe-uni")
 """Methods run only when named: ``bocr-early`` is the paper's gradual rollback with
 stagnation checked from 15% / 30% of the budget instead of 40% / 65%; ``bocr-box`` is the
-defaults but with each new stage narrowed to the top-k box (``narrow_on_rollback=True``)."""
+defaults but with each new stage narrowed to the top-k box (``narrow_on_rollback=True``);
+``bocr-actual`` is the defaults but with the GP observing the objective's actual (clipped)
+values (``observe_actual=True``); ``tpe-uni`` is Optuna's TPE with independent (univariate)
+densities (``tpe`` is its default, multivariate for one objective since Optuna 5)."""
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 
 METHOD_LABELS = {
     "bocr": "BOCR defaults",
     "bocr-box": "BOCR defaults, top-k box",
+    "bocr-actual": "BOCR defaults, actual values observed",
     "bocr-clusters": "BOCR clusters only",
     "bocr-direct": "BOCR paper, direct rollback",
     "bocr-gradual": "BOCR paper, gradual rollback",
     "bocr-early": "BOCR gradual, early stagnation",
     "gp": "GPSampler",
     "tpe": "TPESampler",
+    "tpe-uni": "TPESampler, univariate",
     "cmaes": "CmaEsSampler",
     "random": "RandomSampler",
 }
@@ -93,6 +106,8 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {}
     if method == "bocr-box":
         return {"narrow_on_rollback": True}
+    if method == "bocr-actual":
+        return {"observe_actual": True}
     if method == "bocr-clusters":
         return {"rollback_at": None, "patience": None, "patience_from": None}
     if method == "bocr-direct":
@@ -161,6 +176,9 @@ def make_sampler(
         return optuna.samplers.GPSampler(seed=seed), {"class": "GPSampler", "seed": seed}
     if method == "tpe":
         return optuna.samplers.TPESampler(seed=seed), {"class": "TPESampler", "seed": seed}
+    if method == "tpe-uni":
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=False)
+        return sampler, {"class": "TPESampler", "seed": seed, "multivariate": False}
     if method == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed), {"class": "CmaEsSampler", "seed": seed}
     if method == "random":
@@ -468,10 +486,29 @@ def plot_curves(
     plt.close(fig)
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this process once ``parent_pid`` is no longer its parent.
+
+    A benchmark killed from outside (``pkill -f benchmarks.pruning`` matches only the
+    parent: the workers' command line is ``multiprocessing.spawn``) would otherwise leave
+    its workers running, and they keep appending to a results log the user may already
+    have replaced.
+    """
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], n_jobs: int) -> None:
     """Run ``fn(*job)`` for every job, in ``n_jobs`` spawned processes (1 = in this process).
 
-    A failing job is reported and does not stop the others.
+    A failing job is reported and does not stop the others. The workers end within a second
+    of this process if it is killed.
     """
     if n_jobs <= 1:
         for job in jobs:
@@ -481,7 +518,12 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], n_jobs: in
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=n_jobs,
+        mp_context=ctx,
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         futures = {pool.submit(fn, *job): job for job in jobs}
         for fut in concurrent.futures.as_completed(futures):
             exc = fut.exception()

@@ -27,8 +27,8 @@ a rollback); ``bocr-direct`` / ``bocr-gradual`` use the paper's schedule (direct
 gradual at 100 and 150, patience 20 from 80/130, top-k box) scaled by ``n_trials / 200``, so
 exactly the original at 200 trials. ``--methods all`` runs these BOCR variants, clusters
 only, and Optuna's GP, TPE, CMA-ES and random samplers; ``bocr-early`` (gradual rollback with
-stagnation checked from trial 30 and 60) and ``bocr-box`` (the defaults with the top-k box)
-run only when named.
+stagnation checked from trial 30 and 60), ``bocr-box`` (the defaults with the top-k box) and
+``bocr-actual`` (the defaults with the GP observing the clipped ratios) run only when named.
 
 Examples::
 
@@ -124,9 +124,9 @@ def ensure_checkpoint(args: argparse.Namespace, task: str) -> Path:
         seed=0,  # with train(seed=0): the same checkpoint on every run of the same settings
     )
     # Training on the CPU is deterministic for a given number of threads, not across them:
-    # train on all cores whatever --threads says, so the checkpoint depends on the machine only.
+    # train on --train-threads (default: all cores) whatever --threads says.
     threads = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or threads)
+    torch.set_num_threads(args.train_threads or os.cpu_count() or threads)
     print(
         f"[train] {task}: {args.train_epochs} epochs on {DATASET} -> {path} "
         f"({torch.get_num_threads()} threads)",
@@ -513,9 +513,7 @@ def _paired_lines(bests: dict[str, dict[int, np.ndarray]], cps: list[int]) -> li
         for c in cps:
             d = common.paired_difference(bests["bocr"], bests[ref], c)
             cells.append(
-                "-"
-                if d is None
-                else f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] ({d[3]}/{d[4]})"
+                "-" if d is None else f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] ({d[3]}/{d[4]})"
             )
         rows.append([common.METHOD_LABELS.get(ref, ref), *cells])
     if not rows:
@@ -744,6 +742,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--work-dir", default="benchmarks/_work", help="checkpoint cache (gitignored)")
     p.add_argument("--train-epochs", type=float, default=15, help="epochs to train each model")
+    p.add_argument(
+        "--train-threads",
+        type=int,
+        default=0,
+        help="torch threads for training a missing checkpoint (0 = all cores)",
+    )
     p.add_argument(
         "--train-max-images",
         type=int,

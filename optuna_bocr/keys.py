@@ -16,9 +16,10 @@ ACTUAL_PARAMS_KEY = "actual_params"
 """User attr: ``dict[str, float]`` of the per-parameter values that were really evaluated.
 
 The pruning objective clips the proposed ratios to meet the FLOPs budget; the clipped
-(actual) ratios are stored here. :class:`~optuna_bocr.BOCRSampler` maps every trial into its
-current search space from these values when present, and from ``trial.params`` otherwise.
-Any objective may write it.
+(actual) ratios are stored here. :class:`~optuna_bocr.BOCRSampler` with
+``observe_actual=True`` maps every trial into its current search space from these values when
+present (and from ``trial.params`` otherwise); by default it observes ``trial.params``. The
+exported model and the dashboard use them. Any objective may write it.
 """
 
 FLOPS_RATIO_KEY = "flops_ratio"

@@ -221,9 +221,14 @@ def _schedule_text(schedule: Mapping[str, Any]) -> str:
         )
     else:
         bounds = "Each new stage searches the full range"
+    observed = (
+        "at its ratios after the FLOPs clipping (and at its clipped proposal)"
+        if schedule.get("observe_actual")
+        else "at the ratios the sampler proposed"
+    )
     return (
         "Stage changes: " + "; ".join(changes) + f". {bounds}; every earlier trial stays an "
-        "observation."
+        f"observation, {observed}."
     )
 
 
@@ -236,8 +241,8 @@ def _budget_text(config: Mapping[str, Any]) -> str:
         f"Every trial keeps at most **{float(target):g}** of the original FLOPs. Layers are "
         "decided in network order; each proposed ratio is clipped down so that the "
         f"budget could still be met with every later layer at lbound = {lbound}. The "
-        "ratios really evaluated are the trial's `actual_params` user attr; the clipped "
-        "ratios, not the proposed ones, are what the sampler learns from."
+        "ratios really evaluated are the trial's `actual_params` user attr (what the "
+        "exported model keeps)."
     )
 
 

@@ -46,6 +46,7 @@ class PruneSettings:
     rollback_at: str | list[int]
     patience: int | None
     narrow_on_rollback: bool
+    observe_actual: bool
     unstructured_fallback: bool
     n_startup_trials: int
     pruner: str
@@ -89,6 +90,7 @@ class PruneSettings:
             rollback_at=args.rollback_at,
             patience=args.patience,
             narrow_on_rollback=args.narrow_on_rollback,
+            observe_actual=args.observe_actual,
             unstructured_fallback=args.unstructured_fallback,
             n_startup_trials=args.n_startup_trials,
             pruner=args.pruner,
@@ -225,6 +227,12 @@ class PruneCommand(Command):
             action="store_true",
             help="BOCR: narrow each new stage to the range of the 10 best trials (the original "
             "BOCR) instead of the whole --lbound..--rbound range",
+        )
+        g.add_argument(
+            "--observe-actual",
+            action="store_true",
+            help="BOCR: fit the GP on the ratios after the FLOPs clipping (and the clipped "
+            "proposals) instead of the ratios it proposed (the default, as Optuna's samplers)",
         )
         g.add_argument(
             "--unstructured-fallback",

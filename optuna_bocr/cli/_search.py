@@ -114,6 +114,7 @@ def rollback_settings(s: PruneSettings, n_layers: int) -> dict[str, Any]:
             "patience": "auto",
             "patience_from": None,
             "narrow_on_rollback": s.narrow_on_rollback,
+            "observe_actual": s.observe_actual,
         }
     return {
         "n_clusters": k,
@@ -122,6 +123,7 @@ def rollback_settings(s: PruneSettings, n_layers: int) -> dict[str, Any]:
         "patience": s.patience,
         "patience_from": patience_from,
         "narrow_on_rollback": s.narrow_on_rollback,
+        "observe_actual": s.observe_actual,
     }
 
 

@@ -27,7 +27,8 @@ class History:
         number: The trial being proposed for.
         obs_numbers: Trial numbers of the observations (finished trials before ``number``
             with a finite value and known evaluated params), in trial order.
-        obs_params: ``(n_obs, n_params)`` per-parameter values that were evaluated.
+        obs_params: ``(n_obs, n_params)`` per-parameter values that were evaluated (the
+            trials' params, or the objective's actual values with ``observe_actual``).
         obs_values: ``(n_obs,)`` their values, oriented so that larger is better (COMPLETE:
             the value; PRUNED: the last intermediate value).
         obs_complete: ``(n_obs,)`` whether each observation is a COMPLETE trial.
@@ -72,7 +73,12 @@ def _observed_value(trial: FrozenTrial) -> float | None:
 
 
 def read_history(
-    trials: Sequence[FrozenTrial], names: Sequence[str], number: int, sign: float
+    trials: Sequence[FrozenTrial],
+    names: Sequence[str],
+    number: int,
+    sign: float,
+    *,
+    observe_actual: bool = False,
 ) -> History:
     """Build the :class:`History` of trial ``number`` from the study's trials.
 
@@ -81,6 +87,8 @@ def read_history(
         names: Parameter names, ``search_space`` order.
         number: The trial being proposed for.
         sign: ``1.0`` to maximise, ``-1.0`` to minimise.
+        observe_actual: Observe the objective's actual values
+            (:data:`~optuna_bocr.keys.ACTUAL_PARAMS_KEY`) instead of the trials' params.
     """
     n_params = len(names)
     obs_numbers: list[int] = []
@@ -106,7 +114,7 @@ def read_history(
             continue
         value = _observed_value(t)
         if value is not None:
-            x = _storage.evaluated_params(t, names)
+            x = _storage.evaluated_params(t, names, use_actual=observe_actual)
             if x is not None:
                 obs_numbers.append(t.number)
                 obs_params.append(x)

@@ -56,6 +56,9 @@ class Plan:
         seed: Seed of every random choice (with the trial number).
         narrow_on_rollback: Whether a new stage's bounds are the range of the top-k trials
             (else the user's whole range).
+        observe_actual: Whether the GP observes the objective's actual values
+            (:data:`~optuna_bocr.keys.ACTUAL_PARAMS_KEY`) and the moved proposals, instead of
+            the trials' params.
     """
 
     names: tuple[str, ...]
@@ -65,6 +68,7 @@ class Plan:
     n_startup_trials: int
     seed: int
     narrow_on_rollback: bool = True
+    observe_actual: bool = False
 
 
 class Proposal(NamedTuple):
@@ -88,7 +92,7 @@ def propose(
         sign: ``1.0`` to maximise, ``-1.0`` to minimise.
     """
     number = trial.number
-    history = read_history(trials, plan.names, number, sign)
+    history = read_history(trials, plan.names, number, sign, observe_actual=plan.observe_actual)
     stage, stage_start, space = _current_stage(plan, history)
     if should_advance(
         plan.schedule,
@@ -104,7 +108,10 @@ def propose(
             f"Trial {number} opens BOCR stage {stage} ({plan.schedule.sizes[stage]} variables)."
         )
 
-    x_obs, y_obs = _with_moved_proposals(space, history, since=stage_start)
+    if plan.observe_actual:
+        x_obs, y_obs = _with_moved_proposals(space, history, since=stage_start)
+    else:
+        x_obs, y_obs = space.to_unit(history.obs_params), history.obs_values
     x_pending = space.to_unit(history.pending)
     rng = np.random.default_rng([plan.seed, number])
     if number < plan.n_startup_trials or len(y_obs) == 0:

@@ -56,12 +56,12 @@ class BOCRSampler(BaseSampler):
     (optional "bridge" stages) and finally to one variable per parameter. Each stage change
     keeps the user's whole range (or, with ``narrow_on_rollback=True`` as in the original,
     narrows the bounds to the range of the best trials), and every earlier trial becomes an
-    observation of the new stage: a cluster's value is the mean of its members' *actual*
-    values (user attr :data:`~optuna_bocr.ACTUAL_PARAMS_KEY` when the objective records it,
-    else the trial's params). Trials ``0 .. n_startup_trials - 1`` come from a scrambled
-    Sobol design in the first stage's space; later trials maximise log expected improvement
-    of a GPyTorch exact GP (Matern 5/2, ARD, learned noise, dimension-scaled lengthscale
-    prior) with Sobol candidates and L-BFGS-B, inside the current stage's bounds.
+    observation of the new stage: a cluster's value is the mean of its members' params (or,
+    with ``observe_actual=True``, of the values the objective actually evaluated). Trials
+    ``0 .. n_startup_trials - 1`` come from a scrambled Sobol design in the first stage's
+    space; later trials maximise log expected improvement of a GPyTorch exact GP (Matern 5/2,
+    ARD, learned noise, dimension-scaled lengthscale prior) with Sobol candidates and
+    L-BFGS-B, inside the current stage's bounds.
 
     Everything the sampler needs is derived from the trial history in the storage and from
     ``(seed, trial number)``: per-trial system attrs record each proposal (fixed before the
@@ -133,6 +133,13 @@ class BOCRSampler(BaseSampler):
             user's whole range; the earlier trials still steer the GP, and a box drawn from
             a coarse stage's best trials cannot keep the finer stages from the optimum
             (measured: benchmarks/README.md).
+        observe_actual:
+            Whether the GP observes the values the objective actually evaluated (user attr
+            :data:`~optuna_bocr.ACTUAL_PARAMS_KEY`, e.g. ratios after the FLOPs budget
+            clipped them) and, beside them, the moved proposals. ``False`` (default): it
+            observes the trials' params, as Optuna's samplers do; the objective then is a
+            deterministic function of what the sampler proposed, which the GP models
+            better (measured: benchmarks/README.md).
         top_k:
             Number of best COMPLETE trials whose cluster values set the bounds of a new
             stage (with ``narrow_on_rollback``).
@@ -179,6 +186,7 @@ class BOCRSampler(BaseSampler):
         patience: int | Literal["auto"] | None = "auto",
         patience_from: Sequence[int] | None = None,
         narrow_on_rollback: bool = False,
+        observe_actual: bool = False,
         top_k: int = 10,
         n_startup_trials: int = 10,
         seed: int | None = None,
@@ -206,6 +214,7 @@ class BOCRSampler(BaseSampler):
             ("check_structure", check_structure),
             ("unstructured_fallback", unstructured_fallback),
             ("narrow_on_rollback", narrow_on_rollback),
+            ("observe_actual", observe_actual),
         ):
             if not isinstance(value, bool):
                 raise TypeError(f"{flag} must be a bool, got {value!r}.")
@@ -252,6 +261,7 @@ class BOCRSampler(BaseSampler):
             n_startup_trials=n_startup_trials,
             seed=int(seed),
             narrow_on_rollback=narrow_on_rollback,
+            observe_actual=observe_actual,
         )
         self._layout = _storage.layout_record(self._names, lows, highs, self._clusters)
         self._independent_sampler = independent_sampler or RandomSampler(seed=seed)

@@ -89,14 +89,16 @@ def stored_proposal(trial: FrozenTrial, n_params: int) -> np.ndarray | None:
     return _vector(trial.system_attrs.get(PROPOSAL_ATTR), n_params)
 
 
-def evaluated_params(trial: FrozenTrial, names: Sequence[str]) -> np.ndarray | None:
+def evaluated_params(
+    trial: FrozenTrial, names: Sequence[str], *, use_actual: bool = True
+) -> np.ndarray | None:
     """Per-parameter values that ``trial`` evaluated.
 
-    Per parameter: the objective's actual value (:data:`~optuna_bocr.keys.ACTUAL_PARAMS_KEY`),
-    else the trial's param, else the stored proposal; ``None`` if one has none of these or a
-    value is not finite.
+    Per parameter: the objective's actual value (:data:`~optuna_bocr.keys.ACTUAL_PARAMS_KEY`,
+    only if ``use_actual``), else the trial's param, else the stored proposal; ``None`` if one has
+    none of these or a value is not finite.
     """
-    actual = trial.user_attrs.get(_keys.ACTUAL_PARAMS_KEY)
+    actual = trial.user_attrs.get(_keys.ACTUAL_PARAMS_KEY) if use_actual else None
     if not isinstance(actual, Mapping):
         actual = {}
     elif len(actual) >= len(names):

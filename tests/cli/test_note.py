@@ -73,14 +73,21 @@ def test_note_lists_clusters_stages_bounds_and_budget(tmp_path: Path) -> None:
     assert "keeps at most **0.5** of the original FLOPs" in text and "lbound = 0.1" in text
     assert "`trial5-model.pt`" in text
     assert "Each new stage searches the full range" in text
+    assert "at the ratios the sampler proposed" in text
     auto = bocr_note(
         study,
         stage_sizes=[2, 4],
         clusters=CLUSTERS,
         structure_pvalue=0.05,
-        schedule={"rollback_at": [3], "patience": "auto", "narrow_on_rollback": True},
+        schedule={
+            "rollback_at": [3],
+            "patience": "auto",
+            "narrow_on_rollback": True,
+            "observe_actual": True,
+        },
     )
     assert "or earlier, once max(10, 2 x the stage's variables) trials" in auto
+    assert "at its ratios after the FLOPs clipping" in auto
     assert "inside the range of the 10 best trials" in auto
     high = bocr_note(study, stage_sizes=[2, 4], clusters=CLUSTERS, structure_pvalue=0.6)
     assert "do not group the layers better than chance" in high
@@ -130,9 +137,10 @@ def test_prune_schedule_options_reach_the_sampler_settings() -> None:
     default = settings()
     assert default["patience"] == "auto" and default["patience_from"] is None
     assert default["narrow_on_rollback"] is False and default["rollback_at"] == [100, 150]
-    paper = settings("--patience", "20", "--narrow-on-rollback")
+    assert default["observe_actual"] is False
+    paper = settings("--patience", "20", "--narrow-on-rollback", "--observe-actual")
     assert paper["patience"] == 20 and paper["patience_from"] == [80, 120]
-    assert paper["narrow_on_rollback"] is True
+    assert paper["narrow_on_rollback"] is True and paper["observe_actual"] is True
 
 
 def test_a_half_written_trial_does_not_look_like_another_model(tmp_path: Path) -> None:

@@ -81,9 +81,7 @@ def test_file_spec_builds_the_network(net_file: Path) -> None:
     assert build_user_model(f"{net_file}:Net").body[0].out_channels == 6
 
 
-def test_module_spec_from_current_folder(
-    net_file: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_module_spec_from_current_folder(net_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(net_file.parent)
     monkeypatch.syspath_prepend(str(net_file.parent))
     monkeypatch.delitem(sys.modules, "my_nets", raising=False)

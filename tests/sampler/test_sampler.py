@@ -305,6 +305,7 @@ def test_bounds_narrow_from_top_k_actual_values(tmp_path: Path) -> None:
         top_k=top_k,
         n_startup_trials=5,
         narrow_on_rollback=True,
+        observe_actual=True,
     )
     study = _study(tmp_path, sampler)
     study.optimize(objective, n_trials=15)
@@ -339,6 +340,7 @@ def test_observation_mapping_on_rollback(tmp_path: Path) -> None:
         patience=None,
         n_startup_trials=2,
         narrow_on_rollback=True,
+        observe_actual=True,
     )
     study = _study(tmp_path, sampler)
     actual = {n: 0.1 + 0.1 * i for i, n in enumerate(NAMES)}
@@ -364,8 +366,12 @@ def test_observation_mapping_on_rollback(tmp_path: Path) -> None:
     study.tell(failed, state=TrialState.FAIL)
 
     trials = study.trials
-    history = read_history(trials, NAMES, number=len(trials), sign=1.0)
+    history = read_history(trials, NAMES, number=len(trials), sign=1.0, observe_actual=True)
     full = history.obs_params
+    # By default the trials' params are observed, not what the objective says it evaluated.
+    params = read_history(trials, NAMES, number=len(trials), sign=1.0).obs_params
+    np.testing.assert_array_equal(params[0], [trials[0].params[n] for n in NAMES])
+    np.testing.assert_array_equal(params[1:], full[1:])
     assert history.obs_numbers == [0, 1, 2, 3]
     assert history.obs_values.tolist() == [1.0, 0.0, -1.0, 7.0]
     assert history.obs_complete.tolist() == [True, True, True, False]
@@ -627,13 +633,18 @@ def _budget_objective(trial: optuna.Trial) -> float:
     return -float(np.sum(SENSITIVE_LAST * (1.0 - actual) ** 2))
 
 
+@pytest.mark.parametrize("observe_actual", [False, True])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_clipped_proposals_do_not_stall_the_search(seed: int) -> None:
+def test_clipped_proposals_do_not_stall_the_search(seed: int, observe_actual: bool) -> None:
     # The budget clips the *last* (sensitive) parameters, so the good region is reached only
     # by lowering the first ones. The optimum is -2.4 (first three at 0.2, last at 0.8).
     # If the GP saw only the clipped points, it would keep proposing high values for the
     # last cluster, get them clipped back, and stall well below (-2.87 and -3.38 here).
-    sampler = _sampler(n_startup_trials=5, rollback_at=None, seed=seed)
+    # Observing the params (default) models the value of what was proposed; observing the
+    # actual values needs the moved proposals as well.
+    sampler = _sampler(
+        n_startup_trials=5, rollback_at=None, seed=seed, observe_actual=observe_actual
+    )
     study = optuna.create_study(direction="maximize", sampler=sampler)
     study.optimize(_budget_objective, n_trials=25)
     assert study.best_value > -2.6
