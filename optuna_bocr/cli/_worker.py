@@ -142,10 +142,28 @@ class TrialRunner:
                     return _STOP
                 self._fail_dead_proposals(claimed)
                 return _WAIT
-            trial = self._study.ask()
+            running = {t._trial_id for t in claimed if t.state == TrialState.RUNNING}
+            try:
+                trial = self._study.ask()
+            except BaseException:
+                # ask() creates the RUNNING trial before the sampler proposes its point; a
+                # Ctrl-C (or an error) in the sampler leaves that trial running. The lock
+                # keeps other workers from creating trials meanwhile, so it is the new one.
+                self._fail_new_running(running)
+                raise
         with self._running_lock:
             self._running[trial._trial_id] = trial
         return trial
+
+    def _fail_new_running(self, running_before: set[int]) -> None:
+        """Fail the RUNNING trials that are not in ``running_before`` (an interrupted ask)."""
+        for t in self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t._trial_id in running_before:
+                continue
+            try:
+                self._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
 
     def _fail_dead_proposals(self, claimed: list[FrozenTrial]) -> None:
         """Fail (and re-queue, like a stale trial) trials whose worker died in ``ask()``."""
@@ -175,20 +193,23 @@ class TrialRunner:
         beat = _Heartbeat(self._storage, trial._trial_id, self._interval)
         try:
             try:
-                value = self._objective(trial)
+                value: float | None = self._objective(trial)
+                state = TrialState.COMPLETE
             except optuna.TrialPruned:
-                self._tell(trial, state=TrialState.PRUNED)
+                value, state = None, TrialState.PRUNED
             except BaseException:
                 self._tell(trial, state=TrialState.FAIL)
                 raise
             if self.interrupted.is_set():  # Ctrl-C landed where it was swallowed.
                 self._tell(trial, state=TrialState.FAIL)
                 raise KeyboardInterrupt
-            self._tell(trial, value)
+            self._tell(trial, value, state=state)
         finally:
             beat.stop()
-            with self._running_lock:
-                self._running.pop(trial._trial_id, None)
+        # Only a trial told without interruption leaves the running set: one whose tell a
+        # Ctrl-C cut short is still RUNNING in the storage, and stop() fails it.
+        with self._running_lock:
+            self._running.pop(trial._trial_id, None)
         if self._on_finish is not None:
             self._on_finish()
 
