@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     k = pruning.TASKS[args.task]["n_clusters"]
     result: dict[str, object] = {
         "task": args.task,
-        "checkpoint": str(path),
+        "checkpoint": path.name,
         "fingerprint": pruning.checkpoint_fingerprint(path),
         "n_clusters": k,
         "n_layers": len(objective.search_space),
