@@ -44,24 +44,42 @@ BOCR_METHODS = (
     "bocr-early",
     "bocr-box",
     "bocr-actual",
+    "bocr-hybrid",
+    "bocr-flat",
+    "bocr-random",
 )
 OPTUNA_METHODS = ("gp", "tpe", "cmaes", "random")
 ALL_METHODS = ("bocr", "bocr-clusters", "bocr-direct", "bocr-gradual") + OPTUNA_METHODS
 """The methods that ``--methods all`` runs: BOCR with its defaults, the paper's schedule
 (direct and gradual) and clusters only, and Optuna's samplers."""
-EXTRA_METHODS = ("bocr-early", "bocr-box", "bocr-actual", "tpe-uni")
+EXTRA_METHODS = (
+    "bocr-early",
+    "bocr-box",
+    "bocr-actual",
+    "bocr-hybrid",
+    "bocr-flat",
+    "bocr-random",
+    "tpe-uni",
+)
 """Methods run only when named: ``bocr-early`` is the paper's gradual rollback with
 stagnation checked from 15% / 30% of the budget instead of 40% / 65%; ``bocr-box`` is the
 defaults but with each new stage narrowed to the top-k box (``narrow_on_rollback=True``);
 ``bocr-actual`` is the defaults but with the GP observing the objective's actual (clipped)
-values (``observe_actual=True``); ``tpe-uni`` is Optuna's TPE with independent (univariate)
-densities (``tpe`` is its default, multivariate for one objective since Optuna 5)."""
+values (``observe_actual=True``), ``bocr-hybrid`` only while clustered
+(``observe_actual="clustered"``); ``bocr-flat`` is BOCR's GP with one variable per parameter
+from the first trial (no clusters); ``bocr-random`` is the defaults with clusters cut from
+random features (seeded), which measures what the layer features add; ``tpe-uni`` is
+Optuna's TPE with independent (univariate) densities (``tpe`` is its default, multivariate for
+one objective since Optuna 5)."""
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 
 METHOD_LABELS = {
     "bocr": "BOCR defaults",
     "bocr-box": "BOCR defaults, top-k box",
     "bocr-actual": "BOCR defaults, actual values observed",
+    "bocr-hybrid": "BOCR defaults, actual values observed while clustered",
+    "bocr-flat": "BOCR's GP, one variable per parameter",
+    "bocr-random": "BOCR defaults, random clusters",
     "bocr-clusters": "BOCR clusters only",
     "bocr-direct": "BOCR paper, direct rollback",
     "bocr-gradual": "BOCR paper, gradual rollback",
@@ -108,6 +126,10 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {"narrow_on_rollback": True}
     if method == "bocr-actual":
         return {"observe_actual": True}
+    if method == "bocr-hybrid":
+        return {"observe_actual": "clustered"}
+    if method in ("bocr-flat", "bocr-random"):
+        return {}
     if method == "bocr-clusters":
         return {"rollback_at": None, "patience": None, "patience_from": None}
     if method == "bocr-direct":
@@ -170,6 +192,12 @@ def make_sampler(
             seed=seed,
             unstructured_fallback=unstructured_fallback,
         )
+        if method == "bocr-flat":
+            kwargs.update(n_clusters=len(search_space), rollback_at=None)
+        if method == "bocr-random":
+            rng = np.random.default_rng(seed)
+            features = rng.random((len(search_space), 2))
+            kwargs.update(distance="st", check_structure=False, unstructured_fallback=False)
         sampler = BOCRSampler(dict(search_space), features=features, **kwargs)
         return sampler, {"class": "BOCRSampler", **kwargs}
     if method == "gp":

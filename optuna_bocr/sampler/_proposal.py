@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
+from typing import Literal
 from typing import NamedTuple
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,8 @@ class Plan:
             (else the user's whole range).
         observe_actual: Whether the GP observes the objective's actual values
             (:data:`~optuna_bocr.keys.ACTUAL_PARAMS_KEY`) and the moved proposals, instead of
-            the trials' params.
+            the trials' params; ``"clustered"``: only in the stages with fewer variables than
+            parameters.
     """
 
     names: tuple[str, ...]
@@ -68,7 +70,7 @@ class Plan:
     n_startup_trials: int
     seed: int
     narrow_on_rollback: bool = True
-    observe_actual: bool = False
+    observe_actual: bool | Literal["clustered"] = False
 
 
 class Proposal(NamedTuple):
@@ -92,7 +94,9 @@ def propose(
         sign: ``1.0`` to maximise, ``-1.0`` to minimise.
     """
     number = trial.number
-    history = read_history(trials, plan.names, number, sign, observe_actual=plan.observe_actual)
+    history = read_history(
+        trials, plan.names, number, sign, observe_actual=plan.observe_actual is True
+    )
     stage, stage_start, space = _current_stage(plan, history)
     if should_advance(
         plan.schedule,
@@ -108,7 +112,9 @@ def propose(
             f"Trial {number} opens BOCR stage {stage} ({plan.schedule.sizes[stage]} variables)."
         )
 
-    if plan.observe_actual:
+    if observes_actual(plan, stage):
+        if plan.observe_actual == "clustered":
+            history = read_history(trials, plan.names, number, sign, observe_actual=True)
         x_obs, y_obs = _with_moved_proposals(space, history, since=stage_start)
     else:
         x_obs, y_obs = space.to_unit(history.obs_params), history.obs_values
@@ -130,6 +136,13 @@ def propose(
     known = np.concatenate([x_obs, x_pending, space.to_unit(history.proposals_except(set()))])
     unit = _claim(study, trial, candidates, known, space, history)
     return Proposal(space.unit_to_params(unit), stage, space.unit_to_clusters(unit))
+
+
+def observes_actual(plan: Plan, stage: int) -> bool:
+    """Whether the GP of ``stage`` observes the objective's actual values (else the params)."""
+    if plan.observe_actual == "clustered":
+        return plan.schedule.sizes[stage] < len(plan.names)
+    return bool(plan.observe_actual)
 
 
 def _current_stage(plan: Plan, history: History) -> tuple[int, int, StageSpace]:

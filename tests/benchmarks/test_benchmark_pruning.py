@@ -87,6 +87,22 @@ def test_pruning_benchmark_runs_reports_and_resumes(
         assert entry["test_top1_finetuned"] is not None
         assert entry["flops_ratio"] <= 0.5 + 1e-6
 
+    # Each seed's best trial tested on its own (no search runs with --report-only): with one
+    # seed that is the method's best model, so its test top-1 before fine-tuning is the same.
+    pruning_script.main(_argv(tmp_path, 3, "--report-only", "--seed-tests"))
+    printed = capsys.readouterr().out
+    assert "[start]" not in printed and "[test] pruning-resnet20" in printed
+    final = json.loads((out / "final_resnet20.json").read_text())
+    for method in ("bocr", "gp"):
+        rec = final["seeds"][f"pruning-resnet20-flops0.5-val200-{method}-seed0"]
+        assert (rec["trial"], rec["test_top1"]) == (
+            final[method]["trial"],
+            final[method]["test_top1"],
+        )
+    results = (out / "results.md").read_text()
+    assert "of each seed's best trial" in results
+    assert "| GPSampler | 1 |" in results.split("of each seed's best trial")[1]
+
     # A crash leaves a RUNNING trial behind; the same command with a larger budget marks it
     # FAIL, keeps the finished trials and runs only the missing one.
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
