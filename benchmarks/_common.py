@@ -44,7 +44,6 @@ BOCR_METHODS = (
     "bocr-early",
     "bocr-box",
     "bocr-actual",
-    "bocr-hybrid",
     "bocr-flat",
     "bocr-random",
 )
@@ -56,7 +55,6 @@ EXTRA_METHODS = (
     "bocr-early",
     "bocr-box",
     "bocr-actual",
-    "bocr-hybrid",
     "bocr-flat",
     "bocr-random",
     "tpe-uni",
@@ -65,8 +63,7 @@ EXTRA_METHODS = (
 stagnation checked from 15% / 30% of the budget instead of 40% / 65%; ``bocr-box`` is the
 defaults but with each new stage narrowed to the top-k box (``narrow_on_rollback=True``);
 ``bocr-actual`` is the defaults but with the GP observing the objective's actual (clipped)
-values (``observe_actual=True``), ``bocr-hybrid`` only while clustered
-(``observe_actual="clustered"``); ``bocr-flat`` is BOCR's GP with one variable per parameter
+values (``observe_actual=True``); ``bocr-flat`` is BOCR's GP with one variable per parameter
 from the first trial (no clusters); ``bocr-random`` is the defaults with clusters cut from
 random features (seeded), which measures what the layer features add; ``tpe-uni`` is
 Optuna's TPE with independent (univariate) densities (``tpe`` is its default, multivariate for
@@ -77,7 +74,6 @@ METHOD_LABELS = {
     "bocr": "BOCR defaults",
     "bocr-box": "BOCR defaults, top-k box",
     "bocr-actual": "BOCR defaults, actual values observed",
-    "bocr-hybrid": "BOCR defaults, actual values observed while clustered",
     "bocr-flat": "BOCR's GP, one variable per parameter",
     "bocr-random": "BOCR defaults, random clusters",
     "bocr-clusters": "BOCR clusters only",
@@ -126,8 +122,6 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {"narrow_on_rollback": True}
     if method == "bocr-actual":
         return {"observe_actual": True}
-    if method == "bocr-hybrid":
-        return {"observe_actual": "clustered"}
     if method in ("bocr-flat", "bocr-random"):
         return {}
     if method == "bocr-clusters":

@@ -28,10 +28,9 @@ gradual at 100 and 150, patience 20 from 80/130, top-k box) scaled by ``n_trials
 exactly the original at 200 trials. ``--methods all`` runs these BOCR variants, clusters
 only, and Optuna's GP, TPE, CMA-ES and random samplers; ``bocr-early`` (gradual rollback with
 stagnation checked from trial 30 and 60), ``bocr-box`` (the defaults with the top-k box),
-``bocr-actual`` / ``bocr-hybrid`` (the GP observing the clipped ratios always / while
-clustered), ``bocr-flat`` (no clusters) and ``bocr-random`` (random clusters) run only when
-named. Setup lives in ``_pruning_setup.py``, the final evaluation and report in
-``_pruning_report.py``.
+``bocr-actual`` (the GP observing the clipped ratios), ``bocr-flat`` (no clusters) and
+``bocr-random`` (random clusters) run only when named. Setup lives in ``_pruning_setup.py``,
+the test-split evaluations in ``_pruning_final.py``, the report in ``_pruning_report.py``.
 
 Examples::
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
-from typing import Literal
 from typing import NamedTuple
 from typing import TYPE_CHECKING
 
@@ -59,8 +58,7 @@ class Plan:
             (else the user's whole range).
         observe_actual: Whether the GP observes the objective's actual values
             (:data:`~optuna_bocr.keys.ACTUAL_PARAMS_KEY`) and the moved proposals, instead of
-            the trials' params; ``"clustered"``: only in the stages with fewer variables than
-            parameters.
+            the trials' params.
     """
 
     names: tuple[str, ...]
@@ -70,7 +68,7 @@ class Plan:
     n_startup_trials: int
     seed: int
     narrow_on_rollback: bool = True
-    observe_actual: bool | Literal["clustered"] = False
+    observe_actual: bool = False
 
 
 class Proposal(NamedTuple):
@@ -94,9 +92,7 @@ def propose(
         sign: ``1.0`` to maximise, ``-1.0`` to minimise.
     """
     number = trial.number
-    history = read_history(
-        trials, plan.names, number, sign, observe_actual=plan.observe_actual is True
-    )
+    history = read_history(trials, plan.names, number, sign, observe_actual=plan.observe_actual)
     stage, stage_start, space = _current_stage(plan, history)
     if should_advance(
         plan.schedule,
@@ -112,9 +108,7 @@ def propose(
             f"Trial {number} opens BOCR stage {stage} ({plan.schedule.sizes[stage]} variables)."
         )
 
-    if observes_actual(plan, stage):
-        if plan.observe_actual == "clustered":
-            history = read_history(trials, plan.names, number, sign, observe_actual=True)
+    if plan.observe_actual:
         x_obs, y_obs = _with_moved_proposals(space, history, since=stage_start)
     else:
         x_obs, y_obs = space.to_unit(history.obs_params), history.obs_values
@@ -136,13 +130,6 @@ def propose(
     known = np.concatenate([x_obs, x_pending, space.to_unit(history.proposals_except(set()))])
     unit = _claim(study, trial, candidates, known, space, history)
     return Proposal(space.unit_to_params(unit), stage, space.unit_to_clusters(unit))
-
-
-def observes_actual(plan: Plan, stage: int) -> bool:
-    """Whether the GP of ``stage`` observes the objective's actual values (else the params)."""
-    if plan.observe_actual == "clustered":
-        return plan.schedule.sizes[stage] < len(plan.names)
-    return bool(plan.observe_actual)
 
 
 def _current_stage(plan: Plan, history: History) -> tuple[int, int, StageSpace]:

@@ -139,8 +139,7 @@ class BOCRSampler(BaseSampler):
             clipped them) and, beside them, the moved proposals. ``False`` (default): it
             observes the trials' params, as Optuna's samplers do; the objective then is a
             deterministic function of what the sampler proposed, which the GP models
-            better (measured: benchmarks/README.md). ``"clustered"``: the actual values in
-            the stages with fewer variables than parameters, the params in the last one.
+            better (measured: benchmarks/README.md).
         top_k:
             Number of best COMPLETE trials whose cluster values set the bounds of a new
             stage (with ``narrow_on_rollback``).
@@ -187,7 +186,7 @@ class BOCRSampler(BaseSampler):
         patience: int | Literal["auto"] | None = "auto",
         patience_from: Sequence[int] | None = None,
         narrow_on_rollback: bool = False,
-        observe_actual: bool | Literal["clustered"] = False,
+        observe_actual: bool = False,
         top_k: int = 10,
         n_startup_trials: int = 10,
         seed: int | None = None,
@@ -215,13 +214,10 @@ class BOCRSampler(BaseSampler):
             ("check_structure", check_structure),
             ("unstructured_fallback", unstructured_fallback),
             ("narrow_on_rollback", narrow_on_rollback),
+            ("observe_actual", observe_actual),
         ):
             if not isinstance(value, bool):
                 raise TypeError(f"{flag} must be a bool, got {value!r}.")
-        if not (isinstance(observe_actual, bool) or observe_actual == "clustered"):
-            raise ValueError(
-                f"observe_actual must be True, False or 'clustered', got {observe_actual!r}."
-            )
         if unstructured_fallback and not check_structure:
             raise ValueError("unstructured_fallback=True needs check_structure=True.")
         schedule = make_schedule(

@@ -42,10 +42,8 @@ def test_random_clusters_ignore_the_features_and_follow_the_seed() -> None:
     assert _make("bocr-random").structure_pvalue is None  # not tested: no verdict to report
 
 
-@pytest.mark.parametrize(
-    ("method", "observe"), [("bocr", False), ("bocr-actual", True), ("bocr-hybrid", "clustered")]
-)
-def test_what_the_gp_observes(method: str, observe: bool | str) -> None:
+@pytest.mark.parametrize(("method", "observe"), [("bocr", False), ("bocr-actual", True)])
+def test_what_the_gp_observes(method: str, observe: bool) -> None:
     _, settings = common.make_sampler(
         method, seed=0, search_space=SPACE, features=FEATURES, n_trials=60, distance="st"
     )

@@ -23,7 +23,6 @@ from optuna_bocr import PAPER_SCHEDULE
 from optuna_bocr import ParameterFeatures
 from optuna_bocr.sampler._history import read_history
 from optuna_bocr.sampler._proposal import DUPLICATE_TOL as _DUPLICATE_TOL
-from optuna_bocr.sampler._proposal import observes_actual
 from optuna_bocr.sampler._schedule import ROLLBACK_MARGIN
 from optuna_bocr.sampler._storage import PROPOSAL_ATTR
 from optuna_bocr.sampler._storage import STAGE_OPEN_ATTR
@@ -634,9 +633,9 @@ def _budget_objective(trial: optuna.Trial) -> float:
     return -float(np.sum(SENSITIVE_LAST * (1.0 - actual) ** 2))
 
 
-@pytest.mark.parametrize("observe_actual", [False, True, "clustered"])
+@pytest.mark.parametrize("observe_actual", [False, True])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_clipped_proposals_do_not_stall_the_search(seed: int, observe_actual: bool | str) -> None:
+def test_clipped_proposals_do_not_stall_the_search(seed: int, observe_actual: bool) -> None:
     # The budget clips the *last* (sensitive) parameters, so the good region is reached only
     # by lowering the first ones. The optimum is -2.4 (first three at 0.2, last at 0.8).
     # If the GP saw only the clipped points, it would keep proposing high values for the
@@ -649,25 +648,3 @@ def test_clipped_proposals_do_not_stall_the_search(seed: int, observe_actual: bo
     study = optuna.create_study(direction="maximize", sampler=sampler)
     study.optimize(_budget_objective, n_trials=25)
     assert study.best_value > -2.6
-
-
-@pytest.mark.parametrize(
-    ("observe_actual", "expected"),
-    [
-        (False, [False, False, False]),
-        (True, [True, True, True]),
-        ("clustered", [True, True, False]),
-    ],
-)
-def test_which_stages_observe_the_actual_values(
-    observe_actual: bool | str, expected: list[bool]
-) -> None:
-    sampler = _sampler(bridge_clusters=4, rollback_at=(8, 12), observe_actual=observe_actual)
-    plan = sampler._plan
-    assert [observes_actual(plan, stage) for stage in range(sampler.n_stages)] == expected
-
-
-@pytest.mark.parametrize("bad", ["always", 1, None])
-def test_observe_actual_must_be_a_bool_or_clustered(bad: object) -> None:
-    with pytest.raises(ValueError, match="observe_actual must be True, False or 'clustered'"):
-        _sampler(observe_actual=bad)
