@@ -10,6 +10,7 @@ from typing import Any
 
 import optuna
 
+from benchmarks import _common as common
 from optuna_bocr.keys import CHECKPOINT_SHA256_KEY
 
 DATASET = "fashion-mnist"
@@ -207,9 +208,15 @@ def get_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def study_name(args: argparse.Namespace, task: str, method: str, seed: int) -> str:
-    """Study name: task, budget, validation size, precision, evaluation, method and seed."""
+    """Study name: task, budget, validation size, precision, evaluation, method and seed.
+
+    A BOCR method run with ``--distance`` gets it as a suffix of the method (``bocr-js``), so
+    studies with other features never resume each other.
+    """
     precision = "-autocast" if args.autocast else ""
     evaluation = "-masked" if args.masked_eval else ""
+    if getattr(args, "distance", None) and method in common.BOCR_METHODS:
+        method = f"{method}-{args.distance}"
     return (
         f"pruning-{task}-flops{args.flops_ratio:g}-val{args.val_size}{precision}{evaluation}"
         f"-{method}-seed{seed}"

@@ -79,6 +79,7 @@ __all__ = [
     "get_storage",
     "main",
     "run_one",
+    "study_name",
 ]
 
 
