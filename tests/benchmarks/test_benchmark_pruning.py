@@ -161,3 +161,20 @@ def test_journal_file_storage_keeps_studies(pruning_script: ModuleType, tmp_path
     study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=2)
     again = optuna.load_study(study_name="s", storage=pruning_script.get_storage(str(path)))
     assert len(again.trials) == 2 and path.stat().st_size > 0
+
+
+def test_bocr_studies_with_another_distance_get_their_own_names(
+    pruning_script: ModuleType,
+) -> None:
+    import argparse
+
+    args = argparse.Namespace(
+        autocast=False, masked_eval=False, flops_ratio=0.5, val_size=500, distance=None
+    )
+    default = pruning_script.study_name(args, "resnet56", "bocr", 3)
+    assert default == "pruning-resnet56-flops0.5-val500-bocr-seed3"
+    args.distance = "js"
+    assert pruning_script.study_name(args, "resnet56", "bocr", 3) == (
+        "pruning-resnet56-flops0.5-val500-bocr-js-seed3"
+    )
+    assert pruning_script.study_name(args, "resnet56", "gp", 3).endswith("-gp-seed3")
