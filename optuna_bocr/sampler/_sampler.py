@@ -164,7 +164,9 @@ class BOCRSampler(BaseSampler):
         unstructured_fallback:
             If the structure test fails, search one variable per parameter from the first
             trial (plain GP-BO, no stages; :attr:`stage_sizes` shows it) instead of
-            clustering. Needs ``check_structure``.
+            clustering. Needs ``check_structure``. Measured (benchmarks/README.md): it wins
+            where the features are misleading (synthetic misleading27), and loses the first
+            stage's early gain where they are merely uninformative (pruned ResNet-20).
 
     Raises:
         TypeError: A distribution is not a FloatDistribution, or an argument has a wrong
@@ -424,12 +426,14 @@ class BOCRSampler(BaseSampler):
             "BOCRSampler searches one variable per parameter from the first trial "
             "(unstructured_fallback=True)."
             if fallback
-            else "Clustering anyway; pass unstructured_fallback=True to search one variable "
-            "per parameter instead, or give features that tell the parameters apart."
+            else "Clustering anyway: a coarse first stage pays even then (on a pruned "
+            "ResNet-20, random groups searched as well as its layer features, and one variable "
+            "per parameter worse); pass unstructured_fallback=True to search one variable per "
+            "parameter from the first trial, or give features that tell the parameters apart."
         )
         _logger.warning(
             f"The features (distance {distance!r}) do not group the {len(self._names)} "
             f"parameters into {n_clusters} clusters better than chance "
-            f"(permutation test, p = {self._structure_pvalue:.2f}): the clusters may tie "
-            f"unrelated parameters together. {then}"
+            f"(permutation test, p = {self._structure_pvalue:.2f}), so the clusters are close "
+            f"to arbitrary groups. {then}"
         )
