@@ -30,6 +30,29 @@ def _value(trial: optuna.trial.FrozenTrial) -> float:
     return -math.inf if trial.value is None else float(trial.value)
 
 
+def _test_split(args: argparse.Namespace) -> Any:
+    """The test split, or its first ``--test-size`` images."""
+    test = get_splits(args).test
+    return test.subset(range(min(args.test_size, len(test)))) if args.test_size else test
+
+
+def _best_trial(
+    args: argparse.Namespace,
+    storage: optuna.storages.BaseStorage,
+    task: str,
+    method: str,
+    seed: int,
+) -> tuple[str, optuna.trial.FrozenTrial] | None:
+    """The study's name and its best trial among its first ``--n-trials`` COMPLETE ones."""
+    name = study_name(args, task, method, seed)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))[: args.n_trials]
+    return (name, max(trials, key=_value)) if trials else None
+
+
 def final_eval(args: argparse.Namespace, task: str, methods: list[str], seeds: list[int]) -> None:
     """Test accuracy of each method's best model, before and after a short fine-tune.
 
@@ -45,20 +68,13 @@ def final_eval(args: argparse.Namespace, task: str, methods: list[str], seeds: l
     cache: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     storage = get_storage(args.storage)
     splits = get_splits(args)
-    test = splits.test
-    if args.test_size:
-        test = test.subset(range(min(args.test_size, len(test))))
+    test = _test_split(args)
     for method in methods:
         best: tuple[float, str, optuna.trial.FrozenTrial] | None = None
         for seed in seeds:
-            name = study_name(args, task, method, seed)
-            try:
-                study = optuna.load_study(study_name=name, storage=storage)
-            except KeyError:
-                continue
-            trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if trials:
-                t = max(trials, key=_value)
+            found = _best_trial(args, storage, task, method, seed)
+            if found is not None:
+                name, t = found
                 value = _value(t)
                 if best is None or value > best[0]:
                     best = (value, name, t)
@@ -134,20 +150,13 @@ def seed_tests(args: argparse.Namespace, task: str, methods: list[str], seeds: l
     cache: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     per_seed: dict[str, Any] = cache.setdefault("seeds", {})
     storage = get_storage(args.storage)
-    test = get_splits(args).test
-    if args.test_size:
-        test = test.subset(range(min(args.test_size, len(test))))
+    test = _test_split(args)
     for method in methods:
         for seed in seeds:
-            name = study_name(args, task, method, seed)
-            try:
-                study = optuna.load_study(study_name=name, storage=storage)
-            except KeyError:
+            found = _best_trial(args, storage, task, method, seed)
+            if found is None:
                 continue
-            trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if not trials:
-                continue
-            best = max(trials[: args.n_trials], key=_value)
+            name, best = found
             key = f"{best.number}|test{args.test_size}"
             if per_seed.get(name, {}).get("key") == key:
                 continue
