@@ -87,12 +87,25 @@ def _paired_lines(bests: dict[str, dict[int, np.ndarray]], cps: list[int]) -> li
     ]
 
 
-def _seed_test_lines(final: dict[str, Any], methods: list[str]) -> list[str]:
-    """The test top-1 of each seed's best trial: per method, and BOCR minus the others."""
+def _seed_test_lines(
+    final: dict[str, Any],
+    args: argparse.Namespace,
+    task: str,
+    methods: list[str],
+    seeds: list[int],
+) -> list[str]:
+    """The test top-1 of each seed's best trial: per method, and BOCR minus the others.
+
+    Records are looked up by study name, so tests of studies with other settings (another
+    ``--distance``, validation size or budget) cached in the same file never mix in.
+    """
     tests: dict[str, dict[int, np.ndarray]] = {}
-    for rec in final.get("seeds", {}).values():
-        if rec["method"] in methods:
-            tests.setdefault(rec["method"], {})[int(rec["seed"])] = np.array([rec["test_top1"]])
+    tested = final.get("seeds", {})
+    for method in methods:
+        for seed in seeds:
+            rec = tested.get(study_name(args, task, method, seed))
+            if rec is not None:
+                tests.setdefault(method, {})[seed] = np.array([rec["test_top1"]])
     if not tests:
         return []
     rows = []
@@ -259,7 +272,7 @@ def report(
             "",
         ]
         lines += _paired_lines(bests, cps)
-        lines += _seed_test_lines(final, methods)
+        lines += _seed_test_lines(final, args, task, methods, seeds)
         lines += _stage_changes(data)
     (out / "raw.csv").write_text("\n".join(csv_rows) + "\n")
     if curves:

@@ -178,3 +178,28 @@ def test_bocr_studies_with_another_distance_get_their_own_names(
         "pruning-resnet56-flops0.5-val500-bocr-js-seed3"
     )
     assert pruning_script.study_name(args, "resnet56", "gp", 3).endswith("-gp-seed3")
+
+
+def test_seed_tests_of_studies_with_other_settings_stay_out_of_the_table() -> None:
+    import argparse
+
+    from benchmarks._pruning_report import _seed_test_lines
+
+    args = argparse.Namespace(
+        autocast=False, masked_eval=False, flops_ratio=0.5, val_size=500, distance=None
+    )
+    prefix = "pruning-resnet56-flops0.5-val500"
+    final = {
+        "seeds": {
+            f"{prefix}-bocr-seed0": {"test_top1": 88.0},
+            f"{prefix}-bocr-js-seed0": {"test_top1": 10.0},  # another --distance
+            f"{prefix}-gp-seed0": {"test_top1": 87.0},
+            f"{prefix}-gp-seed1": {"test_top1": 20.0},  # a seed not asked for
+        }
+    }
+    table = "\n".join(_seed_test_lines(final, args, "resnet56", ["bocr", "gp"], [0]))
+    assert "| BOCR defaults | 1 | 88.00 [88.00, 88.00] | - |" in table
+    assert "| GPSampler | 1 | 87.00 [87.00, 87.00] | +1.00 [+1.00, +1.00] (1/1) |" in table
+    args.distance = "js"
+    table = "\n".join(_seed_test_lines(final, args, "resnet56", ["bocr"], [0]))
+    assert "| BOCR defaults | 1 | 10.00 [10.00, 10.00] | - |" in table
