@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import contextlib
 import copy
 import datetime
+import gc
 import math
 import signal
 import sys
@@ -143,14 +144,21 @@ class TrialRunner:
                 self._fail_dead_proposals(claimed)
                 return _WAIT
             running = {t._trial_id for t in claimed if t.state == TrialState.RUNNING}
+            # ask() creates the RUNNING trial before the sampler proposes its point; a
+            # Ctrl-C (or an error) in the sampler leaves that trial running. The lock keeps
+            # other workers from creating trials meanwhile, so it is the new one.
+            interrupted = False
             try:
                 trial = self._study.ask()
+            except KeyboardInterrupt:
+                interrupted = True  # failed below, once the interrupted frames are freed
             except BaseException:
-                # ask() creates the RUNNING trial before the sampler proposes its point; a
-                # Ctrl-C (or an error) in the sampler leaves that trial running. The lock
-                # keeps other workers from creating trials meanwhile, so it is the new one.
                 self._fail_new_running(running)
                 raise
+            if interrupted:
+                _free_interrupted_frames()
+                self._fail_new_running(running)
+                raise KeyboardInterrupt
         with self._running_lock:
             self._running[trial._trial_id] = trial
         return trial
@@ -197,6 +205,11 @@ class TrialRunner:
                 state = TrialState.COMPLETE
             except optuna.TrialPruned:
                 value, state = None, TrialState.PRUNED
+            except KeyboardInterrupt:
+                # Not told here: the interrupted frames may hold a storage write's lock
+                # (SQLite) until they are freed. The trial stays in the running set, and
+                # stop() fails it after the exception has left the stack.
+                raise
             except BaseException:
                 self._tell(trial, state=TrialState.FAIL)
                 raise
@@ -240,22 +253,32 @@ class TrialRunner:
         The first exception of any thread stops the others from claiming and is re-raised;
         on ``KeyboardInterrupt`` the trials still running are failed (see :meth:`stop`).
         """
+        interrupted = False
         if n_threads <= 1:
             try:
                 self.run()
             except KeyboardInterrupt:
+                interrupted = True  # stopped below, once the exception has left the stack
+            if interrupted:
                 self.stop()
-                raise
+                raise KeyboardInterrupt
             return
         errors: list[BaseException] = []
 
         def body() -> None:
+            interrupted = False
             try:
                 self.run()
+            except KeyboardInterrupt:
+                interrupted = True  # kept without its traceback: see _run_one
             except BaseException as e:  # noqa: BLE001 - handed to the main thread
                 if not self._stopping.is_set():
                     errors.append(e)
                 self._stopping.set()
+            if interrupted:
+                self.interrupted.set()
+                self._stopping.set()
+                _free_interrupted_frames()
 
         threads = [threading.Thread(target=body, daemon=True) for _ in range(n_threads)]
         for t in threads:
@@ -265,8 +288,10 @@ class TrialRunner:
                 for t in threads:
                     t.join(0.2)
         except KeyboardInterrupt:
+            interrupted = True
+        if interrupted or self.interrupted.is_set():
             self.stop()
-            raise
+            raise KeyboardInterrupt
         if errors:
             raise errors[0]
 
@@ -276,11 +301,24 @@ class TrialRunner:
         with self._running_lock:
             running = list(self._running.values())
             self._running.clear()
+        if running:
+            _free_interrupted_frames()
         for trial in running:
             try:
                 self._study.tell(trial, state=TrialState.FAIL)
             except Exception:  # noqa: BLE001 - already finished by its own thread
                 pass
+
+
+def _free_interrupted_frames() -> None:
+    """Collect what an interrupted call left behind, before writing to the storage again.
+
+    A Ctrl-C inside a storage write can leave an SQLite connection in the middle of its
+    transaction, holding the database's write lock, referenced only from the interrupted
+    frames (often in a reference cycle with the exception). Until it is freed, every other
+    write waits for SQLite's busy timeout and fails with "database is locked".
+    """
+    gc.collect()
 
 
 @contextlib.contextmanager

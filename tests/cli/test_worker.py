@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+import sqlite3
+import time
 from typing import Any
 
 import optuna
@@ -69,3 +71,29 @@ def test_ctrl_c_in_the_sampler_fails_the_new_trial(tmp_path: Path, n_threads: in
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
     assert trials[3].state == TrialState.FAIL
     assert all(t.state == TrialState.COMPLETE for t in trials[:3])
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_ctrl_c_while_the_objective_holds_a_write_lock_still_fails_the_trial(
+    tmp_path: Path, n_threads: int
+) -> None:
+    """A Ctrl-C that lands inside a storage write can leave that write's SQLite lock held by
+    an object of the interrupted frames; the trial is failed once those frames are gone."""
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        if trial.number == 2:
+            held = sqlite3.connect(tmp_path / "study.db", timeout=0.1)
+            held.execute("BEGIN IMMEDIATE")  # the database's write lock, until `held` is freed
+            held.execute("UPDATE trials SET state = state WHERE trial_id = -1")
+            raise KeyboardInterrupt
+        return x
+
+    study, runner = _runner(tmp_path, optuna.samplers.RandomSampler(seed=0), objective)
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_threads(n_threads)
+    assert time.monotonic() - start < 4.0  # not one SQLite busy timeout (5 s) spent waiting
+    trials = study.get_trials(deepcopy=False)
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    assert trials[2].state == TrialState.FAIL
