@@ -22,29 +22,21 @@ from scipy.stats import qmc
 import torch
 
 from optuna_bocr.sampler import _storage
-from optuna_bocr.sampler._clustering import distance_matrix
-from optuna_bocr.sampler._clustering import structure_pvalue
-from optuna_bocr.sampler._clustering import WardTree
-from optuna_bocr.sampler._features import feature_arrays
 from optuna_bocr.sampler._features import ParameterFeatures
 from optuna_bocr.sampler._features import parse_features
 from optuna_bocr.sampler._proposal import Plan
 from optuna_bocr.sampler._proposal import Proposal
 from optuna_bocr.sampler._proposal import propose
 from optuna_bocr.sampler._schedule import make_schedule
-from optuna_bocr.sampler._schedule import Schedule
 from optuna_bocr.sampler._space import StageSpace
 from optuna_bocr.sampler._space import validate_search_space
+from optuna_bocr.sampler._stages import cluster_stages
 
 if TYPE_CHECKING:
     from optuna.study import Study
 
 
 _logger = optuna.logging.get_logger(__name__)
-
-_STRUCTURE_N_NULL = 19
-_STRUCTURE_ALPHA = 0.05
-"""Features fail the structure test when its p-value (19 null data sets) is above this."""
 
 
 class BOCRSampler(BaseSampler):
@@ -202,8 +194,6 @@ class BOCRSampler(BaseSampler):
         feats = parse_features(features, self._names)
         if distance is None:
             distance = "eu" if feats.samples else "st"
-        if distance not in ("eu", "js", "st"):
-            raise ValueError(f"distance must be 'eu', 'js', 'st' or None, got {distance!r}.")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be an int >= 1, got {top_k!r}.")
         if (
@@ -220,8 +210,6 @@ class BOCRSampler(BaseSampler):
         ):
             if not isinstance(value, bool):
                 raise TypeError(f"{flag} must be a bool, got {value!r}.")
-        if unstructured_fallback and not check_structure:
-            raise ValueError("unstructured_fallback=True needs check_structure=True.")
         schedule = make_schedule(
             dims=dims,
             n_clusters=n_clusters,
@@ -231,26 +219,16 @@ class BOCRSampler(BaseSampler):
             patience_from=patience_from,
             n_startup_trials=n_startup_trials,
         )
-        samples, vectors = feature_arrays(feats, distance, self._names)
-        tree = WardTree(distance_matrix(distance=distance, samples=samples, vectors=vectors), dims)
-        self._structure_pvalue: float | None = None
-        if check_structure and 1 < schedule.sizes[0] < dims:
-            self._structure_pvalue = structure_pvalue(
-                distance=distance,
-                n_clusters=schedule.sizes[0],
-                samples=samples,
-                vectors=vectors,
-                n_null=_STRUCTURE_N_NULL,
-            )
-            if self._structure_pvalue > _STRUCTURE_ALPHA:
-                self._warn_unstructured(
-                    distance, schedule.sizes[0], fallback=unstructured_fallback
-                )
-                if unstructured_fallback:
-                    schedule = Schedule(
-                        sizes=(dims,), rollback_at=(), patience=None, patience_from=None
-                    )
-        self._clusters = [tree.cut(k) for k in schedule.sizes]
+        stages = cluster_stages(
+            feats,
+            self._names,
+            distance=distance,
+            schedule=schedule,
+            check_structure=check_structure,
+            unstructured_fallback=unstructured_fallback,
+        )
+        schedule, self._clusters = stages.schedule, stages.clusters
+        self._structure_pvalue = stages.pvalue
         lows = np.array([d.low for d in self._search_space.values()])
         highs = np.array([d.high for d in self._search_space.values()])
         if seed is None:
@@ -420,20 +398,3 @@ class BOCRSampler(BaseSampler):
         values: Sequence[float] | None,
     ) -> None:
         self._independent_sampler.after_trial(study, trial, state, values)
-
-    def _warn_unstructured(self, distance: str, n_clusters: int, *, fallback: bool) -> None:
-        then = (
-            "BOCRSampler searches one variable per parameter from the first trial "
-            "(unstructured_fallback=True)."
-            if fallback
-            else "Clustering anyway: a coarse first stage pays even then (on a pruned "
-            "ResNet-20, random groups searched as well as its layer features, and one variable "
-            "per parameter worse); pass unstructured_fallback=True to search one variable per "
-            "parameter from the first trial, or give features that tell the parameters apart."
-        )
-        _logger.warning(
-            f"The features (distance {distance!r}) do not group the {len(self._names)} "
-            f"parameters into {n_clusters} clusters better than chance "
-            f"(permutation test, p = {self._structure_pvalue:.2f}), so the clusters are close "
-            f"to arbitrary groups. {then}"
-        )
