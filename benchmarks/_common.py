@@ -57,6 +57,7 @@ EXTRA_METHODS = (
     "bocr-actual",
     "bocr-flat",
     "bocr-random",
+    "gp-priors",
     "tpe-uni",
 )
 """Methods run only when named: ``bocr-early`` is the paper's gradual rollback with
@@ -65,9 +66,10 @@ defaults but with each new stage narrowed to the top-k box (``narrow_on_rollback
 ``bocr-actual`` is the defaults but with the GP observing the objective's actual (clipped)
 values (``observe_actual=True``); ``bocr-flat`` is BOCR's GP with one variable per parameter
 from the first trial (no clusters); ``bocr-random`` is the defaults with clusters cut from
-random features (seeded), which measures what the layer features add; ``tpe-uni`` is
-Optuna's TPE with independent (univariate) densities (``tpe`` is its default, multivariate for
-one objective since Optuna 5)."""
+random features (seeded), which measures what the layer features add; ``gp-priors`` is
+Optuna's GPSampler with BOCR's GP priors (lengthscales, noise) and nothing else changed;
+``tpe-uni`` is Optuna's TPE with independent (univariate) densities (``tpe`` is its
+default, multivariate for one objective since Optuna 5)."""
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 
 METHOD_LABELS = {
@@ -81,6 +83,7 @@ METHOD_LABELS = {
     "bocr-gradual": "BOCR paper, gradual rollback",
     "bocr-early": "BOCR gradual, early stagnation",
     "gp": "GPSampler",
+    "gp-priors": "GPSampler, BOCR's GP priors",
     "tpe": "TPESampler",
     "tpe-uni": "TPESampler, univariate",
     "cmaes": "CmaEsSampler",
@@ -196,6 +199,11 @@ def make_sampler(
         return sampler, {"class": "BOCRSampler", **kwargs}
     if method == "gp":
         return optuna.samplers.GPSampler(seed=seed), {"class": "GPSampler", "seed": seed}
+    if method == "gp-priors":
+        from benchmarks._gp_priors import gp_sampler_with_bocr_priors
+
+        sampler = gp_sampler_with_bocr_priors(seed=seed)
+        return sampler, {"class": "GPSampler", "seed": seed, "log_prior": "bocr"}
     if method == "tpe":
         return optuna.samplers.TPESampler(seed=seed), {"class": "TPESampler", "seed": seed}
     if method == "tpe-uni":
@@ -449,6 +457,7 @@ def plot_curves(
     logy: bool = False,
     titles: Mapping[str, str] | None = None,
     zoom_from: int | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> None:
     """Plot best-so-far curves: median over seeds with the inter-quartile band.
 
@@ -461,6 +470,7 @@ def plot_curves(
         zoom_from: For curves that increase (accuracy), start the y axis at the lowest
             median of any method at this trial (1-based), so that the first random trials
             do not squash the differences that matter; ``None`` shows everything.
+        labels: Optional method -> legend name (default: :data:`METHOD_LABELS`).
     """
     import matplotlib
 
@@ -481,7 +491,8 @@ def plot_curves(
             lo, hi = np.percentile(arr, [25, 75], axis=0)
             ci = method_order.index(method) if method in method_order else len(method_order)
             style = "-" if method.startswith("bocr") else "--"
-            label = f"{METHOD_LABELS.get(method, method)} (n={arr.shape[0]})"
+            name = (labels or {}).get(method) or METHOD_LABELS.get(method, method)
+            label = f"{name} (n={arr.shape[0]})"
             ax.plot(x, med, style, color=colors(ci % 10), label=label, lw=1.6)
             if arr.shape[0] > 1:
                 ax.fill_between(x, lo, hi, color=colors(ci % 10), alpha=0.12, lw=0)

@@ -31,7 +31,18 @@ def _range(values: list[float]) -> str:
     return f"{np.median(values):.2f} [{min(values):.2f}, {max(values):.2f}]"
 
 
-def _stage_changes(data: dict[str, dict[int, list[dict[str, Any]]]]) -> list[str]:
+def _label(method: str, args: argparse.Namespace) -> str:
+    """The method's name in the tables; BOCR's methods name a ``--distance`` given."""
+    label = common.METHOD_LABELS.get(method, method)
+    distance = getattr(args, "distance", None)
+    if distance and method in common.BOCR_METHODS:
+        label += f", distance {distance!r}"
+    return label
+
+
+def _stage_changes(
+    data: dict[str, dict[int, list[dict[str, Any]]]], args: argparse.Namespace
+) -> list[str]:
     """Markdown lines: the trial numbers at which each BOCR study entered a new stage."""
     rows = []
     for method, per_seed in data.items():
@@ -44,7 +55,7 @@ def _stage_changes(data: dict[str, dict[int, list[dict[str, Any]]]]) -> list[str
                 changes = [str(n) for stage, n in sorted(firsts.items()) if stage > 0]
                 rows.append(
                     [
-                        common.METHOD_LABELS.get(method, method),
+                        _label(method, args),
                         str(seed),
                         ", ".join(changes) or "none",
                     ]
@@ -60,7 +71,9 @@ def _stage_changes(data: dict[str, dict[int, list[dict[str, Any]]]]) -> list[str
     ]
 
 
-def _paired_lines(bests: dict[str, dict[int, np.ndarray]], cps: list[int]) -> list[str]:
+def _paired_lines(
+    bests: dict[str, dict[int, np.ndarray]], cps: list[int], args: argparse.Namespace
+) -> list[str]:
     """BOCR (defaults) against GPSampler and CMA-ES, paired per seed, at each checkpoint."""
     if "bocr" not in bests:
         return []
@@ -74,7 +87,7 @@ def _paired_lines(bests: dict[str, dict[int, np.ndarray]], cps: list[int]) -> li
             cells.append(
                 "-" if d is None else f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] ({d[3]}/{d[4]})"
             )
-        rows.append([common.METHOD_LABELS.get(ref, ref), *cells])
+        rows.append([_label(ref, args), *cells])
     if not rows:
         return []
     return [
@@ -118,9 +131,7 @@ def _seed_test_lines(
             d = common.paired_difference(tests["bocr"], tests[method], 1)
             if d is not None:
                 diff = f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] ({d[3]}/{d[4]})"
-        rows.append(
-            [common.METHOD_LABELS.get(method, method), str(len(values)), _range(values), diff]
-        )
+        rows.append([_label(method, args), str(len(values)), _range(values), diff])
     return [
         "Test top-1 (%) of each seed's best trial (the network a user would keep), without "
         "fine-tuning: median [min, max] over seeds, and BOCR (defaults) minus the method, "
@@ -248,7 +259,7 @@ def report(
                     + f"{fin['val_top1']:.2f} / {fin['test_top1']:.2f} / "
                 ) + (f"{ft:.2f}" if ft is not None else "-")
             rows.append(
-                [common.METHOD_LABELS.get(method, method), str(len(curves_of_seed))]
+                [_label(method, args), str(len(curves_of_seed))]
                 + cells
                 + [
                     common.median_count(hits, n_max) if math.isfinite(threshold) else "-",
@@ -271,13 +282,17 @@ def report(
             f"{args.finetune_max_images or 'all'} images at lr {args.finetune_lr:g}.",
             "",
         ]
-        lines += _paired_lines(bests, cps)
+        lines += _paired_lines(bests, cps, args)
         lines += _seed_test_lines(final, args, task, methods, seeds)
-        lines += _stage_changes(data)
+        lines += _stage_changes(data, args)
     (out / "raw.csv").write_text("\n".join(csv_rows) + "\n")
     if curves:
         common.plot_curves(
-            curves, out / "pruning.png", ylabel="best validation top-1 (%)", zoom_from=10
+            curves,
+            out / "pruning.png",
+            ylabel="best validation top-1 (%)",
+            zoom_from=10,
+            labels={m: _label(m, args) for m in methods},
         )
         lines += ["![best-so-far curves](pruning.png)", ""]
     text = "\n".join(lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from optuna_bocr.cli._base import Command
 from optuna_bocr.cli._base import int_list_or_keyword
@@ -48,6 +49,7 @@ class PruneSettings:
     narrow_on_rollback: bool
     observe_actual: bool
     unstructured_fallback: bool
+    distance: Literal["eu", "js"] | None
     n_startup_trials: int
     pruner: str
     val_size: int
@@ -92,6 +94,7 @@ class PruneSettings:
             narrow_on_rollback=args.narrow_on_rollback,
             observe_actual=args.observe_actual,
             unstructured_fallback=args.unstructured_fallback,
+            distance=args.distance,
             n_startup_trials=args.n_startup_trials,
             pruner=args.pruner,
             val_size=args.val_size,
@@ -240,6 +243,14 @@ class PruneCommand(Command):
             help="BOCR: if the layer features do not group the layers better than chance (a "
             "permutation test; a warning says so either way), search one ratio per layer "
             "from the first trial instead of clustering",
+        )
+        g.add_argument(
+            "--distance",
+            choices=("eu", "js"),
+            default=None,
+            help="BOCR: distance between two layers' L1-importance densities for the "
+            "clustering: eu (Euclidean, the default) or js (Jensen-Shannon; the structure "
+            "warning names it when only it passes)",
         )
         g.add_argument(
             "--n-startup-trials",

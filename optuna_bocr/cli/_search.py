@@ -141,6 +141,7 @@ def make_sampler(s: PruneSettings, objective: Any) -> optuna.samplers.BaseSample
                 n_startup_trials=s.n_startup_trials,
                 seed=seed,
                 unstructured_fallback=s.unstructured_fallback,
+                distance=s.distance,
                 **settings,
             )
         except (ValueError, TypeError) as e:

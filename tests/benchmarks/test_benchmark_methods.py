@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
 import numpy as np
+import optuna
 from optuna.distributions import FloatDistribution
 import pytest
 
@@ -48,3 +52,31 @@ def test_what_the_gp_observes(method: str, observe: bool) -> None:
         method, seed=0, search_space=SPACE, features=FEATURES, n_trials=60, distance="st"
     )
     assert settings.get("observe_actual", False) == observe
+
+
+def test_gp_priors_is_gpsampler_fitted_under_bocrs_priors() -> None:
+    import torch
+
+    from benchmarks._gp_priors import bocr_log_prior
+    from optuna_bocr.sampler._gp import lengthscale_prior_loc
+
+    sampler, settings = common.make_sampler("gp-priors", seed=3, search_space=SPACE, n_trials=60)
+    assert isinstance(sampler, optuna.samplers.GPSampler) and settings["log_prior"] == "bocr"
+    default, _ = common.make_sampler("gp", seed=3, search_space=SPACE, n_trials=60)
+    assert sampler._log_prior is bocr_log_prior
+    assert default._log_prior is not bocr_log_prior
+
+    # Log density of BOCR's lengthscale prior peaks at exp(loc - scale^2) in 9 dimensions.
+    def log_prior(lengthscale: float) -> float:
+        gpr = SimpleNamespace(
+            inverse_squared_lengthscales=torch.full((9,), lengthscale**-2, dtype=torch.float64),
+            noise_var=torch.tensor(0.01, dtype=torch.float64),
+        )
+        return float(bocr_log_prior(gpr))
+
+    mode = math.exp(lengthscale_prior_loc(9) - 3.0)
+    assert log_prior(mode) > max(log_prior(0.5 * mode), log_prior(2.0 * mode))
+    # A study runs with it (startup design, then GP proposals fitted under the prior).
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda t: sum((t.suggest_float(n, 0.1, 1.0) - 0.5) ** 2 for n in NAMES), 14)
+    assert len(study.trials) == 14 and study.best_value < 0.5

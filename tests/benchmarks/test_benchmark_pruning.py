@@ -202,4 +202,4 @@ def test_seed_tests_of_studies_with_other_settings_stay_out_of_the_table() -> No
     assert "| GPSampler | 1 | 87.00 [87.00, 87.00] | +1.00 [+1.00, +1.00] (1/1) |" in table
     args.distance = "js"
     table = "\n".join(_seed_test_lines(final, args, "resnet56", ["bocr"], [0]))
-    assert "| BOCR defaults | 1 | 10.00 [10.00, 10.00] | - |" in table
+    assert "| BOCR defaults, distance 'js' | 1 | 10.00 [10.00, 10.00] | - |" in table

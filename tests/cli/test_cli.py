@@ -463,11 +463,15 @@ def test_unstructured_fallback_flag(cli_study: dict[str, Any]) -> None:
         name = f"fallback-{flag}"
         overrides = {"--n-trials": 4, "--study-name": name, "--export": root / f"{name}.pt"}
         args = prune_args(root, **overrides) + ["--rollback-at", "none"]
-        proc = run_cli(args + (["--unstructured-fallback"] if flag else []), cwd=root)
+        extra = ["--unstructured-fallback", "--distance", "js"] if flag else []
+        proc = run_cli(args + extra, cwd=root)
         assert proc.returncode == 0, proc.stderr[-3000:]
         # The L1-importance densities of a briefly trained ResNet-20 do not separate its
-        # layers (permutation test p ~ 0.7-0.95 on such models): the sampler says so.
+        # layers with either distance (permutation test p ~ 0.7-0.95 on such models): the
+        # sampler says so, naming the distance asked for.
         assert "better than chance" in proc.stderr, proc.stderr[-3000:]
+        distance = "js" if flag else "eu"
+        assert f"The features (distance {distance!r})" in proc.stderr, proc.stderr[-3000:]
         study = optuna.load_study(study_name=name, storage=cli_study["storage"])
         layers_per_trial[flag] = {t.user_attrs[N_CLUSTERS_KEY] for t in study.trials}
     assert layers_per_trial[False] == {3}  # Warned, but clusters as asked.
