@@ -150,8 +150,8 @@ class BOCRSampler(BaseSampler):
             of the Ward cut against 19 data sets in which the parameters do not differ
             (samples redrawn from the pooled median-shifted samples, or structural columns
             permuted; fixed seed, so every process decides the same). If they do not
-            (p-value above 0.05; :attr:`structure_pvalue`), a warning is logged: the clusters
-            may tie unrelated parameters together and cap what the search can reach. Not
+            (p-value above 0.05; :attr:`structure_pvalue`), a warning is logged (naming the
+            other distance between samples, ``"eu"`` or ``"js"``, if that one passes). Not
             tested when ``n_clusters`` is 1 or the number of parameters.
         unstructured_fallback:
             If the structure test fails, search one variable per parameter from the first
