@@ -37,13 +37,13 @@ def gp_sampler_with_bocr_priors(*, seed: int) -> optuna.samplers.GPSampler:
 
     Raises:
         RuntimeError: This Optuna's GPSampler keeps its prior elsewhere (the attribute is
-            private; it exists in Optuna 4.2 to 5.0).
+            private; measured with Optuna 5.0).
     """
     sampler = optuna.samplers.GPSampler(seed=seed)
     if not hasattr(sampler, "_log_prior"):
         raise RuntimeError(
             f"optuna {optuna.__version__}: GPSampler has no _log_prior to replace; "
-            "the gp-priors benchmark method needs optuna 4.2 to 5.0"
+            "the gp-priors benchmark method was written for optuna 5.0"
         )
     sampler._log_prior = bocr_log_prior
     return sampler
