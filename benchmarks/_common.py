@@ -58,6 +58,7 @@ EXTRA_METHODS = (
     "bocr-flat",
     "bocr-random",
     "gp-priors",
+    "gp-priors-sobol",
     "tpe-uni",
 )
 """Methods run only when named: ``bocr-early`` is the paper's gradual rollback with
@@ -67,9 +68,11 @@ defaults but with each new stage narrowed to the top-k box (``narrow_on_rollback
 values (``observe_actual=True``); ``bocr-flat`` is BOCR's GP with one variable per parameter
 from the first trial (no clusters); ``bocr-random`` is the defaults with clusters cut from
 random features (seeded), which measures what the layer features add; ``gp-priors`` is
-Optuna's GPSampler with BOCR's GP priors (lengthscales, noise) and nothing else changed;
-``tpe-uni`` is Optuna's TPE with independent (univariate) densities (``tpe`` is its
-default, multivariate for one objective since Optuna 5)."""
+Optuna's GPSampler with BOCR's GP priors (lengthscales, noise) and nothing else changed,
+``gp-priors-sobol`` the same with BOCR's start-up design (10 trials of a scrambled Sobol
+design over all parameters instead of random ones); ``tpe-uni`` is Optuna's TPE with
+independent (univariate) densities (``tpe`` is its default, multivariate for one objective
+since Optuna 5)."""
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 
 METHOD_LABELS = {
@@ -84,6 +87,7 @@ METHOD_LABELS = {
     "bocr-early": "BOCR gradual, early stagnation",
     "gp": "GPSampler",
     "gp-priors": "GPSampler, BOCR's GP priors",
+    "gp-priors-sobol": "GPSampler, BOCR's GP priors and Sobol start",
     "tpe": "TPESampler",
     "tpe-uni": "TPESampler, univariate",
     "cmaes": "CmaEsSampler",
@@ -204,6 +208,14 @@ def make_sampler(
 
         sampler = gp_sampler_with_bocr_priors(seed=seed)
         return sampler, {"class": "GPSampler", "seed": seed, "log_prior": "bocr"}
+    if method == "gp-priors-sobol":
+        from benchmarks._gp_priors import gp_sampler_with_bocr_priors
+        from benchmarks._gp_priors import SobolStart
+
+        gp = gp_sampler_with_bocr_priors(seed=seed)
+        sampler = SobolStart(gp, search_space=search_space, seed=seed, n_startup_trials=10)
+        settings = {"class": "GPSampler", "seed": seed, "log_prior": "bocr", "startup": "sobol"}
+        return sampler, settings
     if method == "tpe":
         return optuna.samplers.TPESampler(seed=seed), {"class": "TPESampler", "seed": seed}
     if method == "tpe-uni":

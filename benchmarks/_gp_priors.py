@@ -6,14 +6,25 @@ variance, and none on the output scale. Optuna's GPSampler puts a heuristic prio
 inverse squared lengthscales (``-(0.1 / x + 0.1 x)``, largest near lengthscale 1 in every
 dimension), ``Gamma(2, 1)`` on the kernel scale and ``Gamma(1.1, 30)`` on the noise. Swapping
 BOCR's priors into GPSampler, and changing nothing else, measures how much of the gap
-between BOCR's GP and GPSampler the priors explain.
+between BOCR's GP and GPSampler the priors explain. :class:`SobolStart` in front of it also
+gives GPSampler BOCR's start-up design (a scrambled Sobol design instead of random points),
+which measures what that design adds on top.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.distributions import FloatDistribution
+from optuna.samplers import BaseSampler
+from optuna.study import Study
+from optuna.trial import FrozenTrial
+from optuna.trial import TrialState
+from scipy.stats import qmc
 import torch
 
 from optuna_bocr.sampler._gp import _lognormal_log_pdf
@@ -47,3 +58,71 @@ def gp_sampler_with_bocr_priors(*, seed: int) -> optuna.samplers.GPSampler:
         )
     sampler._log_prior = bocr_log_prior
     return sampler
+
+
+class SobolStart(BaseSampler):
+    """Trials ``0 .. n_startup_trials - 1`` from a scrambled Sobol design, then ``sampler``.
+
+    The design is BOCR's (:func:`scipy.stats.qmc.Sobol`, scrambled, seeded) in the unit cube
+    of ``search_space``, mapped linearly to each parameter's range; BOCR draws it in its first
+    stage's cluster space, one variable per parameter for ``bocr-flat``.
+
+    Args:
+        sampler: The sampler of every later trial (and of parameters outside the space).
+        search_space: The float parameters the design covers (linear, no step).
+        seed: Seed of the scrambling.
+        n_startup_trials: Size of the design.
+    """
+
+    def __init__(
+        self,
+        sampler: BaseSampler,
+        *,
+        search_space: Mapping[str, FloatDistribution],
+        seed: int,
+        n_startup_trials: int = 10,
+    ) -> None:
+        self._sampler = sampler
+        self._space = dict(search_space)
+        m = max(0, int(np.ceil(np.log2(max(n_startup_trials, 1)))))
+        self._design = qmc.Sobol(len(self._space), scramble=True, seed=seed).random_base2(m)
+        self._n_startup_trials = n_startup_trials
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        if trial.number < self._n_startup_trials:
+            return dict(self._space)
+        return self._sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if trial.number >= self._n_startup_trials:
+            return self._sampler.sample_relative(study, trial, search_space)
+        point = self._design[trial.number]
+        return {
+            name: dist.low + float(u) * (dist.high - dist.low)
+            for (name, dist), u in zip(self._space.items(), point, strict=True)
+        }
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._sampler.before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Any,
+    ) -> None:
+        self._sampler.after_trial(study, trial, state, values)

@@ -91,7 +91,7 @@ def _paired_lines(
     if not rows:
         return []
     return [
-        "BOCR (defaults) minus each method, paired by seed: mean difference of the best "
+        f"{_label('bocr', args)} minus each method, paired by seed: mean difference of the best "
         "validation top-1 so far (points), 95% bootstrap interval of the mean (4000 "
         "resamples of the seeds), and the seeds where BOCR is ahead:",
         "",
@@ -134,7 +134,7 @@ def _seed_test_lines(
         rows.append([_label(method, args), str(len(values)), _range(values), diff])
     return [
         "Test top-1 (%) of each seed's best trial (the network a user would keep), without "
-        "fine-tuning: median [min, max] over seeds, and BOCR (defaults) minus the method, "
+        f"fine-tuning: median [min, max] over seeds, and {_label('bocr', args)} minus the method, "
         "paired by seed (mean, 95% bootstrap interval, seeds where BOCR is ahead):",
         "",
         common.markdown_table(["method", "seeds", "test top-1", "BOCR minus it"], rows),

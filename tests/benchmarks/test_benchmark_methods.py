@@ -80,3 +80,33 @@ def test_gp_priors_is_gpsampler_fitted_under_bocrs_priors() -> None:
     study = optuna.create_study(sampler=sampler)
     study.optimize(lambda t: sum((t.suggest_float(n, 0.1, 1.0) - 0.5) ** 2 for n in NAMES), 14)
     assert len(study.trials) == 14 and study.best_value < 0.5
+
+
+def test_gp_priors_sobol_starts_with_bocrs_design_then_its_own_gp() -> None:
+    from benchmarks._gp_priors import SobolStart
+
+    def params(method: str, n_trials: int) -> np.ndarray:
+        sampler, _ = common.make_sampler(
+            method, seed=3, search_space=SPACE, features=FEATURES, n_trials=60, distance="st"
+        )
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(
+            lambda t: sum((t.suggest_float(n, 0.1, 1.0) - 0.5) ** 2 for n in NAMES), n_trials
+        )
+        return np.array([[t.params[n] for n in NAMES] for t in study.trials])
+
+    sampler, settings = common.make_sampler(
+        "gp-priors-sobol", seed=3, search_space=SPACE, n_trials=60
+    )
+    assert isinstance(sampler, SobolStart) and settings["startup"] == "sobol"
+    sobol, flat, random_start = (
+        params("gp-priors-sobol", 12),
+        params("bocr-flat", 12),
+        params("gp-priors", 12),
+    )
+    # The same 10 start-up points as BOCR with one variable per parameter (same seed) ...
+    np.testing.assert_allclose(sobol[:10], flat[:10])
+    assert np.abs(sobol[:10] - random_start[:10]).max() > 0.1
+    # ... then GPSampler's own proposals, inside the space.
+    assert np.abs(sobol[10:] - flat[10:]).max() > 1e-6
+    assert ((sobol >= 0.1) & (sobol <= 1.0)).all()

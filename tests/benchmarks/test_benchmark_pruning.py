@@ -71,7 +71,7 @@ def test_pruning_benchmark_runs_reports_and_resumes(
     assert "| BOCR defaults | 1 |" in results
     assert "| GPSampler | 1 |" in results
     assert "stage changes" in results
-    assert "BOCR (defaults) minus each method, paired by seed" in results
+    assert "BOCR defaults minus each method, paired by seed" in results
     assert "| GPSampler | " in results.split("paired by seed")[1]
     with open(out / "raw.csv") as f:
         rows = list(csv.DictReader(f))
@@ -203,3 +203,4 @@ def test_seed_tests_of_studies_with_other_settings_stay_out_of_the_table() -> No
     args.distance = "js"
     table = "\n".join(_seed_test_lines(final, args, "resnet56", ["bocr"], [0]))
     assert "| BOCR defaults, distance 'js' | 1 | 10.00 [10.00, 10.00] | - |" in table
+    assert "and BOCR defaults, distance 'js' minus the method" in table
