@@ -113,15 +113,29 @@ class PruneSettings:
         """Refuse what can be refused without data, model or storage writes.
 
         Raises:
-            CLIError: Unknown model, crossed bounds, unavailable device, a sampler or storage
-                whose package is not installed, a storage or export file that cannot be
-                written.
+            CLIError: Unknown model, crossed bounds, BOCR's options with another sampler,
+                unavailable device, a sampler or storage whose package is not installed, a
+                storage or export file that cannot be written.
         """
         check_model_name(self.data.model, self.data.model_kwargs)
         if self.lbound > self.rbound:
             raise CLIError(f"--lbound {self.lbound} is above --rbound {self.rbound}")
         if self.rollback_at == "none" and self.bridge_clusters not in ("auto", "none"):
             raise CLIError("--bridge-clusters needs rollbacks (--rollback-at is none)")
+        if self.sampler != "bocr":
+            bocr_only = {
+                "--distance": self.distance is not None,
+                "--patience": self.patience is not None,
+                "--narrow-on-rollback": self.narrow_on_rollback,
+                "--observe-actual": self.observe_actual,
+                "--unstructured-fallback": self.unstructured_fallback,
+            }
+            given = [flag for flag, set_ in bocr_only.items() if set_]
+            if given:
+                raise CLIError(
+                    f"{', '.join(given)} only apply to --sampler bocr, not {self.sampler}: "
+                    "drop them or use --sampler bocr"
+                )
         resolve_device(self.data.device)
         if self.sampler == "cmaes":
             require_module("cmaes", "cmaes", "--sampler cmaes")

@@ -197,6 +197,13 @@ def test_bad_input_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     )
     _one_line_error(
         capsys,
+        ["prune", "--sampler", "gp", "--distance", "js", "--observe-actual", *common],
+        match="--distance, --observe-actual only apply to --sampler bocr, not gp",
+        prefix="optuna-bocr prune: error:",
+    )
+    assert not (tmp_path / "x.db").exists()  # refused before the storage is touched
+    _one_line_error(
+        capsys,
         ["prune", "--storage", "sqlite:////nonexistent-dir/x/y.db"],
         match="cannot open storage",
         prefix="optuna-bocr prune: error:",
