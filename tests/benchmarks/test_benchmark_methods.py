@@ -110,3 +110,34 @@ def test_gp_priors_sobol_starts_with_bocrs_design_then_its_own_gp() -> None:
     # ... then GPSampler's own proposals, inside the space.
     assert np.abs(sobol[10:] - flat[10:]).max() > 1e-6
     assert ((sobol >= 0.1) & (sobol <= 1.0)).all()
+
+
+def test_bocr_acquisition_optimizer_finds_the_maximum_and_runs_in_gpsampler() -> None:
+    import torch
+
+    from benchmarks._gp_priors import use_bocr_acquisition_optimizer
+
+    centre = np.array([0.2, 0.9, 0.55])
+
+    class Quadratic:  # an acquisition function with its maximum at ``centre``
+        search_space = SimpleNamespace(dim=3)
+
+        def eval_acqf(self, x: torch.Tensor) -> torch.Tensor:
+            return -((x - torch.from_numpy(centre)) ** 2).sum(-1)
+
+        def eval_acqf_no_grad(self, x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return self.eval_acqf(torch.from_numpy(x)).numpy()
+
+    gp = optuna.samplers.GPSampler(seed=0)
+    use_bocr_acquisition_optimizer(gp, seed=0)
+    found = gp._optimize_acqf(Quadratic(), np.array([[0.5, 0.5, 0.5]]))
+    np.testing.assert_allclose(found, centre, atol=1e-4)
+
+    sampler, settings = common.make_sampler(
+        "gp-bocr-acqf", seed=3, search_space=SPACE, n_trials=60
+    )
+    assert settings["acquisition_optimizer"] == "bocr" and settings["startup"] == "sobol"
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda t: sum((t.suggest_float(n, 0.1, 1.0) - 0.5) ** 2 for n in NAMES), 14)
+    assert len(study.trials) == 14 and study.best_value < 0.5
