@@ -72,10 +72,9 @@ random features (seeded), which measures what the layer features add; ``gp-prior
 Optuna's GPSampler with BOCR's GP priors (lengthscales, noise) and nothing else changed,
 ``gp-priors-sobol`` the same with BOCR's start-up design (10 trials of a scrambled Sobol
 design over all parameters instead of random ones), ``gp-bocr-acqf`` that with BOCR's
-optimisation of log-EI too (only the fit of the kernel parameters still differs from
-``bocr-flat``); ``tpe-uni`` is Optuna's TPE with
-independent (univariate) densities (``tpe`` is its default, multivariate for one objective
-since Optuna 5)."""
+optimisation of log-EI too (what still differs from ``bocr-flat`` is the GP as fitted);
+``tpe-uni`` is Optuna's TPE with independent (univariate) densities (``tpe`` is its
+default, multivariate for one objective since Optuna 5)."""
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 
 METHOD_LABELS = {

@@ -10,7 +10,7 @@ between BOCR's GP and GPSampler the priors explain. :class:`SobolStart` in front
 gives GPSampler BOCR's start-up design (a scrambled Sobol design instead of random points),
 which measures what that design adds on top, and :func:`use_bocr_acquisition_optimizer`
 gives it BOCR's way of maximising log-EI, so that what still differs from BOCR's GP is the
-fit of the kernel parameters.
+GP as fitted.
 """
 
 from __future__ import annotations
