@@ -174,6 +174,7 @@ def get_objective(args: argparse.Namespace, task: str) -> Any:
             calibration=splits.train,
             validation=splits.val,
             flops_ratio=args.flops_ratio,
+            budget_rule=getattr(args, "budget_rule", "wall"),  # every study named without -scale
             lbound=TASKS[task]["lbound"],
             device=args.device,
             n_calibration_images=args.n_calibration_images,
@@ -215,6 +216,8 @@ def study_name(args: argparse.Namespace, task: str, method: str, seed: int) -> s
     """
     precision = "-autocast" if args.autocast else ""
     evaluation = "-masked" if args.masked_eval else ""
+    if getattr(args, "budget_rule", "wall") == "scale":
+        evaluation += "-scale"
     if getattr(args, "distance", None) and method in common.BOCR_METHODS:
         method = f"{method}-{args.distance}"
     return (

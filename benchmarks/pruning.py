@@ -199,6 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default="3", help="N (seeds 0..N-1), 'a-b' or 'a,b,c'")
     p.add_argument("--n-trials", type=int, default=200, help="complete trials per study")
     p.add_argument("--flops-ratio", type=float, default=0.5, help="FLOPs budget")
+    p.add_argument(
+        "--budget-rule",
+        default="wall",
+        choices=["wall", "scale"],
+        help="how requested ratios meet the budget (PruningObjective's budget_rule); "
+        "'scale' studies get a -scale suffix",
+    )
     p.add_argument("--val-size", type=int, default=5000, help="validation images (from train)")
     p.add_argument(
         "--n-calibration-images",

@@ -25,6 +25,7 @@ STUDY_CONFIG_KEYS = (
     "model",
     "dataset",
     "flops_target",
+    "budget_rule",
     "lbound",
     "rbound",
     "val_size",
@@ -32,6 +33,14 @@ STUDY_CONFIG_KEYS = (
     "image_size",
     "model_kwargs",
 )
+
+
+BUDGET_RULES = ("scale", "wall")
+"""``--budget-rule`` choices: PruningObjective's ``budget_rule`` values (no torch import)."""
+DEFAULT_BUDGET_RULE = "scale"
+"""``prune``'s default budget rule."""
+STUDY_CONFIG_LEGACY = {"budget_rule": "wall"}
+"""What a study stored before a key existed meant (studies made by earlier versions)."""
 
 
 class CLIError(Exception):
@@ -225,6 +234,7 @@ def make_objective(
     device: Any,
     *,
     flops_ratio: float,
+    budget_rule: str,
     lbound: float,
     rbound: float,
     calibration_images: int,
@@ -240,6 +250,7 @@ def make_objective(
             calibration=splits.train,
             validation=splits.val,
             flops_ratio=flops_ratio,
+            budget_rule=budget_rule,  # type: ignore[arg-type]
             lbound=lbound,
             rbound=rbound,
             device=device,

@@ -24,6 +24,7 @@ from optuna_bocr.cli._common import load_weights
 from optuna_bocr.cli._common import make_objective
 from optuna_bocr.cli._common import require_module
 from optuna_bocr.cli._common import resolve_device
+from optuna_bocr.cli._common import STUDY_CONFIG_LEGACY
 from optuna_bocr.cli._export_io import export_to_file
 from optuna_bocr.cli._export_io import pick_study
 from optuna_bocr.cli._export_io import pick_trial
@@ -263,6 +264,7 @@ def run_export(s: ExportSettings) -> int:
     print(f"Rebuilding the pruning objective of study {study.study_name!r} ...", flush=True)
     objective = make_objective(
         splits, model.to(device), device, flops_ratio=config["flops_target"],
+        budget_rule=config.get("budget_rule", STUDY_CONFIG_LEGACY["budget_rule"]),
         lbound=config["lbound"], rbound=config["rbound"],
         calibration_images=int(study.user_attrs.get("calibration_images", 3000)),
         points_per_layer=int(study.user_attrs.get("points_per_layer", 10)), seed=data.seed,

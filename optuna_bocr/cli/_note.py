@@ -239,10 +239,19 @@ def _budget_text(config: Mapping[str, Any]) -> str:
     lbound = config.get("lbound")
     if target is None:
         return "Not a pruning study of the command line: no FLOPs budget recorded."
+    if config.get("budget_rule", "wall") == "scale":
+        rule = (
+            "All proposed ratios are multiplied by one factor, the largest that keeps the "
+            f"network within the budget (each ratio kept in [lbound = {lbound}, rbound]), so "
+            "the proportions between the layers stay as proposed."
+        )
+    else:
+        rule = (
+            "Layers are decided in network order; each proposed ratio is clipped down so "
+            f"that the budget could still be met with every later layer at lbound = {lbound}."
+        )
     return (
-        f"Every trial keeps at most **{float(target):g}** of the original FLOPs. Layers are "
-        "decided in network order; each proposed ratio is clipped down so that the "
-        f"budget could still be met with every later layer at lbound = {lbound}. The "
+        f"Every trial keeps at most **{float(target):g}** of the original FLOPs. {rule} The "
         "ratios really evaluated are the trial's `actual_params` user attr (what the "
         "exported model keeps)."
     )

@@ -17,9 +17,11 @@ from optuna_bocr.cli._base import nonneg_float
 from optuna_bocr.cli._base import nonneg_int
 from optuna_bocr.cli._base import positive_int
 from optuna_bocr.cli._base import ratio
+from optuna_bocr.cli._common import BUDGET_RULES
 from optuna_bocr.cli._common import check_model_name
 from optuna_bocr.cli._common import check_writable
 from optuna_bocr.cli._common import CLIError
+from optuna_bocr.cli._common import DEFAULT_BUDGET_RULE
 from optuna_bocr.cli._common import DEFAULT_STORAGE
 from optuna_bocr.cli._common import require_module
 from optuna_bocr.cli._common import resolve_device
@@ -37,6 +39,7 @@ class PruneSettings:
     train: TrainSettings
     checkpoint: str | None
     flops_ratio: float
+    budget_rule: str
     lbound: float
     rbound: float
     n_trials: int
@@ -82,6 +85,7 @@ class PruneSettings:
             train=TrainSettings.from_args(args, "train-"),
             checkpoint=args.checkpoint,
             flops_ratio=args.flops_ratio,
+            budget_rule=args.budget_rule,
             lbound=args.lbound,
             rbound=args.rbound,
             n_trials=args.n_trials,
@@ -181,6 +185,14 @@ class PruneCommand(Command):
             default=0.5,
             metavar="R",
             help="keep at most this fraction of the FLOPs (default: %(default)s)",
+        )
+        g.add_argument(
+            "--budget-rule",
+            choices=BUDGET_RULES,
+            default=DEFAULT_BUDGET_RULE,
+            help="how proposed ratios meet the FLOPs budget: 'scale' multiplies them all by "
+            "the largest factor that fits (the proportions stay), 'wall' clips them in network "
+            "order as AMC and the BOCR paper do (default: %(default)s)",
         )
         g.add_argument("--lbound", type=ratio, default=0.1, help="lowest ratio (default: 0.1)")
         g.add_argument("--rbound", type=ratio, default=1.0, help="highest ratio (default: 1.0)")

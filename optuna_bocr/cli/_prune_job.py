@@ -141,7 +141,8 @@ def check_feasible(s: PruneSettings, splits: Any, device: Any) -> None:
         PruningObjective(
             build_model(s.data.model, splits, kwargs=s.data.model_kwargs),
             calibration=small, validation=small,
-            flops_ratio=s.flops_ratio, lbound=s.lbound, rbound=s.rbound, device=device,
+            flops_ratio=s.flops_ratio, budget_rule=s.budget_rule,  # type: ignore[arg-type]
+            lbound=s.lbound, rbound=s.rbound, device=device,
             n_calibration_images=8, points_per_layer=1, seed=s.data.seed,
         )  # fmt: skip
     except (ValueError, TypeError, RuntimeError) as e:
@@ -157,7 +158,8 @@ def prepare_objective(s: PruneSettings, splits: Any, model: Any, device: Any) ->
         flush=True,
     )
     return make_objective(
-        splits, model.to(device), device, flops_ratio=s.flops_ratio, lbound=s.lbound,
+        splits, model.to(device), device, flops_ratio=s.flops_ratio,
+        budget_rule=s.budget_rule, lbound=s.lbound,
         rbound=s.rbound, calibration_images=calibration_images,
         points_per_layer=s.points_per_layer, seed=s.data.seed,
     )  # fmt: skip

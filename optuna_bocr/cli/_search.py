@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from optuna_bocr.cli._common import CLIError
 from optuna_bocr.cli._common import first_line
 from optuna_bocr.cli._common import STUDY_CONFIG_KEYS
+from optuna_bocr.cli._common import STUDY_CONFIG_LEGACY
 from optuna_bocr.cli._prune import PruneSettings
 from optuna_bocr.keys import STUDY_CONFIG_KEY
 
@@ -21,6 +22,7 @@ def study_config(s: PruneSettings) -> dict[str, Any]:
         "model": s.data.model,
         "dataset": s.data.dataset,
         "flops_target": s.flops_ratio,
+        "budget_rule": s.budget_rule,
         "lbound": s.lbound,
         "rbound": s.rbound,
         "val_size": s.val_size,
@@ -42,10 +44,9 @@ def check_existing_study(study: optuna.study.Study, s: PruneSettings) -> None:
     if stored is None:
         return
     wanted = study_config(s)
+    was = {k: stored.get(k, STUDY_CONFIG_LEGACY.get(k)) for k in STUDY_CONFIG_KEYS}
     diffs = [
-        f"{k}={stored.get(k)!r} (now {wanted[k]!r})"
-        for k in STUDY_CONFIG_KEYS
-        if stored.get(k) != wanted[k]
+        f"{k}={was[k]!r} (now {wanted[k]!r})" for k in STUDY_CONFIG_KEYS if was[k] != wanted[k]
     ]
     if diffs:
         raise CLIError(

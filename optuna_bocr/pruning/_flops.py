@@ -1,4 +1,4 @@
-"""Multiply-accumulates (FLOPs) of conv and linear layers, and the AMC budget clipping."""
+"""Multiply-accumulates (FLOPs) of conv and linear layers, and the budget rules."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -52,6 +53,10 @@ def count_flops(model: nn.Module, input_size: Sequence[int]) -> int:
 def keep_count(channels: int, ratio: float) -> int:
     """Channels kept for a preserve ratio: ``ratio * channels`` rounded half up, at least 1."""
     return max(1, min(channels, math.floor(channels * ratio + 0.5)))
+
+
+_SCALE_TOLERANCE = 1e-9
+"""Relative factor below which the scaling rule treats two factors as the same."""
 
 
 class BudgetModel:
@@ -159,6 +164,48 @@ class BudgetModel:
             actual[layer.name] = ratio
             keep[layer.name] = keep_count(layer.channels, ratio)
         return actual
+
+    def scale(
+        self, ratios: Mapping[str, float], *, target: float, lbound: float, rbound: float = 1.0
+    ) -> dict[str, float]:
+        """The scaling budget rule: one factor for every ratio, as large as the budget allows.
+
+        Every proposed ratio is multiplied by the largest factor ``s`` for which the network,
+        each ratio kept in ``[lbound, rbound]``, stays within ``target``: a proposal over
+        the budget shrinks, one under it grows, and the proportions between the layers stay
+        as proposed (unlike :meth:`clip`, which cuts the last layers). Ratios that already
+        use the budget this way (no larger factor fits) are returned as they are, so the
+        rule leaves actual ratios unchanged.
+
+        Args:
+            ratios: Proposed preserve ratio per layer name, each in ``(0, rbound]``.
+            target: FLOPs budget (multiply-accumulates), at least the FLOPs at ``lbound``.
+            lbound: Smallest ratio.
+            rbound: Largest ratio.
+
+        Returns:
+            The actual ratios, layer name -> ratio, in layer order.
+        """
+        names = [layer.name for layer in self._layers]
+        proposed = np.array([float(ratios[n]) for n in names])
+
+        def fits(factor: float) -> bool:
+            scaled = np.clip(factor * proposed, lbound, rbound)
+            return self.flops(self.keep(dict(zip(names, scaled.tolist(), strict=True)))) <= target
+
+        if fits(1.0) and not fits(1.0 + _SCALE_TOLERANCE):
+            return {n: float(r) for n, r in zip(names, proposed, strict=True)}
+        lo, hi = 0.0, rbound / float(proposed.min())  # every ratio at lbound fits; at hi, rbound
+        if fits(hi):
+            lo = hi
+        for _ in range(64):  # to the float resolution: lo * (1 + tolerance) no longer fits
+            mid = 0.5 * (lo + hi)
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid
+        actual = np.clip(lo * proposed, lbound, rbound)
+        return {n: float(r) for n, r in zip(names, actual, strict=True)}
 
     def keep(self, ratios: Mapping[str, float]) -> dict[str, int]:
         """Kept input channels per layer for the given ratios."""

@@ -8,6 +8,7 @@ import contextlib
 import copy
 import time
 from typing import Any
+from typing import Literal
 
 import optuna
 from optuna.distributions import FloatDistribution
@@ -32,14 +33,17 @@ from optuna_bocr.sampler import ParameterFeatures
 from optuna_bocr.training._device import resolve_device
 from optuna_bocr.training._evaluation import accuracy
 
+BUDGET_RULES = ("scale", "wall")
+"""How requested ratios are made to meet the FLOPs budget (see :class:`PruningObjective`)."""
+
 
 class PruningObjective:
     """Optuna objective that prunes a CNN to per-layer preserve ratios and measures accuracy.
 
     This is the environment of BOCR (and AMC): each prunable layer (see below) gets one
     float parameter, its *preserve ratio* (fraction of its input channels kept), named after
-    the layer's module (e.g. ``"layer1.0.conv2"``). For a trial, the ratios are clipped in
-    network order to meet the FLOPs budget (:meth:`clip`), each layer keeps the input
+    the layer's module (e.g. ``"layer1.0.conv2"``). For a trial, the ratios are made to meet
+    the FLOPs budget by the ``budget_rule`` (:meth:`clip`), each layer keeps the input
     channels of largest L1 importance, the kept weights are refitted by least squares to the
     unpruned layer's outputs on calibration features captured once at construction
     (``reconstruction=True``, the default), the batch-norm running statistics are
@@ -74,6 +78,14 @@ class PruningObjective:
             the batch-norm recalibration.
         validation: Held-out images with labels, never the test set. Held on the device.
         flops_ratio: FLOPs budget as a fraction of the unpruned model's FLOPs, in (0, 1].
+        budget_rule: How requested ratios meet the budget. ``"scale"``: all are multiplied
+            by one factor, the largest with which the network fits the budget (a request
+            over the budget shrinks, one under it grows, the proportions between the layers
+            stay). ``"wall"``: the rule of AMC and the BOCR paper; layers are decided in
+            network order, each ratio clipped down so that the budget could still be met
+            with every later layer at ``lbound`` (a request over the budget loses its last
+            layers' channels; one under it stays under). Measured in
+            ``benchmarks/README.md`` ("The budget rule").
         lbound: Smallest preserve ratio.
         rbound: Largest preserve ratio.
         device: ``"auto"`` (CUDA if available), or any torch device
@@ -114,6 +126,7 @@ class PruningObjective:
         calibration: DataLoader | Dataset,
         validation: DataLoader | Dataset,
         flops_ratio: float = 0.5,
+        budget_rule: Literal["scale", "wall"] = "scale",
         lbound: float = 0.1,
         rbound: float = 1.0,
         device: str | torch.device = "auto",
@@ -136,6 +149,11 @@ class PruningObjective:
             )
         if not (0.0 < flops_ratio <= 1.0):
             raise ValueError(f"flops_ratio must be in (0, 1], got {flops_ratio}.")
+        if budget_rule not in BUDGET_RULES:
+            raise ValueError(
+                f"budget_rule must be one of {', '.join(map(repr, BUDGET_RULES))}, "
+                f"got {budget_rule!r}."
+            )
         for arg, value in [
             ("n_calibration_images", n_calibration_images),
             ("points_per_layer", points_per_layer),
@@ -164,6 +182,7 @@ class PruningObjective:
         self._device = resolve_device(device)
         check_model_device(model, self._device)
         self.flops_ratio = float(flops_ratio)
+        self.budget_rule: str = budget_rule
         self.lbound = float(lbound)
         self.rbound = float(rbound)
         self._eval_batch_size = int(eval_batch_size)
@@ -251,7 +270,7 @@ class PruningObjective:
         return self._net.features(self._weights.importance)
 
     def clip(self, ratios: Mapping[str, float]) -> dict[str, float]:
-        """Apply the FLOPs budget rule to requested ratios (see :class:`PruningObjective`).
+        """Apply the FLOPs budget rule (``budget_rule``) to requested ratios.
 
         Args:
             ratios: One ratio in ``[lbound, rbound]`` per prunable layer.
@@ -260,6 +279,10 @@ class PruningObjective:
             The actual ratios (plain floats), layer name -> ratio, in network order.
         """
         self._check_ratios(ratios)
+        if self.budget_rule == "scale":
+            return self._budget.scale(
+                ratios, target=self._net.target, lbound=self.lbound, rbound=self.rbound
+            )
         return self._budget.clip(ratios, target=self._net.target, lbound=self.lbound)
 
     def predicted_flops(self, ratios: Mapping[str, float]) -> int:

@@ -123,6 +123,7 @@ def layer_sensitivity(
         calibration=calibration,
         validation=subset,
         flops_ratio=1.0,  # no budget: each layer alone gets exactly the probed ratio
+        budget_rule="wall",
         lbound=min(probe),
         rbound=1.0,
         device=device,

@@ -21,12 +21,14 @@ import pytest
 import torch
 
 from optuna_bocr.cli import main
+from optuna_bocr.cli._common import DEFAULT_BUDGET_RULE
 from optuna_bocr.data._datasets import DEBIAN_FASHION_MNIST
 from optuna_bocr.keys import ACTUAL_PARAMS_KEY
 from optuna_bocr.keys import FLOPS_RATIO_KEY
 from optuna_bocr.keys import N_CLUSTERS_KEY
 from optuna_bocr.keys import PARAMS_RATIO_KEY
 from optuna_bocr.keys import STAGE_KEY
+from optuna_bocr.keys import STUDY_CONFIG_KEY
 from optuna_bocr.keys import TOP1_KEY
 
 HAVE_DATA = (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file()
@@ -345,6 +347,14 @@ def test_bad_study_is_refused_and_left_intact(
         match="flops_target=0.5",
         prefix="optuna-bocr prune: error:",
     )
+    # Same study name, the other budget rule.
+    other = "wall" if DEFAULT_BUDGET_RULE == "scale" else "scale"
+    _one_line_error(
+        capsys,
+        prune_args(root, **{"--budget-rule": other}),
+        match=f"budget_rule={DEFAULT_BUDGET_RULE!r} (now {other!r})",
+        prefix="optuna-bocr prune: error:",
+    )
     # A study whose parameters are not this model's layers.
     _one_line_error(
         capsys,
@@ -385,6 +395,27 @@ def test_bad_study_is_refused_and_left_intact(
     assert len(optuna.load_study(study_name=STUDY, storage=cli_study["storage"]).trials) == (
         n_before
     )
+
+
+@needs_pipeline
+def test_a_study_that_stored_no_budget_rule_was_searched_with_the_wall_rule(
+    cli_study: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "old.db"
+    shutil.copy(cli_study["db"], copy)
+    storage = f"sqlite:///{copy}"
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    config = dict(study.user_attrs[STUDY_CONFIG_KEY])
+    assert config.pop("budget_rule") == DEFAULT_BUDGET_RULE
+    study.set_user_attr(STUDY_CONFIG_KEY, config)  # as earlier versions stored it
+    before = copy.read_bytes()
+    _one_line_error(
+        capsys,
+        prune_args(cli_study["root"], **{"--storage": storage, "--budget-rule": "scale"}),
+        match="budget_rule='wall' (now 'scale')",
+        prefix="optuna-bocr prune: error:",
+    )
+    assert copy.read_bytes() == before
 
 
 @needs_pipeline

@@ -71,7 +71,13 @@ def test_note_lists_clusters_stages_bounds_and_budget(tmp_path: Path) -> None:
     assert "conv_a 0.20-0.60" in text and "conv_d 0.50-0.90" in text
     assert "stage 1 opens at trial 3 at the latest (from trial 2 on, after 2 trials" in text
     assert "keeps at most **0.5** of the original FLOPs" in text and "lbound = 0.1" in text
+    assert "decided in network order" in text  # no budget_rule stored: the wall rule
     assert "`trial5-model.pt`" in text
+    study.set_user_attr(
+        STUDY_CONFIG_KEY, {"flops_target": 0.5, "lbound": 0.1, "budget_rule": "scale"}
+    )
+    scaled = bocr_note(study, stage_sizes=[2, 4], clusters=CLUSTERS, structure_pvalue=0.05)
+    assert "multiplied by one factor" in scaled and "network order" not in scaled
     assert "Each new stage searches the full range" in text
     assert "at the ratios the sampler proposed" in text
     auto = bocr_note(

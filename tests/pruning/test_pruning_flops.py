@@ -118,3 +118,47 @@ def test_min_flops_and_params() -> None:
     assert 0.09 < budget.min_flops(0.1) / budget.original_flops < 0.13
     half = budget.keep(dict.fromkeys(names, 0.5))
     assert budget.params(half) < budget.original_params
+
+
+@pytest.mark.parametrize(
+    ("name", "factory", "size", "target", "lbound", "rbound"),
+    [
+        ("resnet56", models.resnet56, 32, 0.5, 0.1, 1.0),
+        ("mobilenet_v1", models.mobilenet_v1, 32, 0.25, 0.2, 1.0),
+        ("resnet50", lambda: torchvision.models.resnet50(weights=None), 64, 0.6, 0.1, 0.9),
+    ],
+)
+def test_scale_meets_the_budget_keeps_proportions_and_is_a_fixed_point(
+    name: str, factory, size: int, target: float, lbound: float, rbound: float
+) -> None:  # noqa: ANN001
+    budget = _budget(factory(), size)
+    layers = budget._layers
+    names = [layer.name for layer in layers]
+    limit = target * budget.original_flops
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        ratios = {n: float(rng.uniform(lbound, rbound)) for n in names}
+        if i == 0:
+            ratios = dict.fromkeys(names, lbound)  # under the budget: grows
+        actual = budget.scale(ratios, target=limit, lbound=lbound, rbound=rbound)
+        assert list(actual) == names
+        assert all(lbound <= actual[n] <= rbound for n in names)
+        flops = budget.flops(budget.keep(actual))
+        assert flops <= limit, (name, i)
+        # Nearly the whole budget is used (the factor is the largest that fits).
+        assert flops > 0.97 * limit, (name, i, flops / limit)
+        # The proportions stay: every layer off its bounds got the same factor.
+        factors = [actual[n] / ratios[n] for n in names if lbound < actual[n] < rbound]
+        assert factors
+        assert max(factors) == pytest.approx(min(factors), rel=1e-9)
+        assert budget.scale(actual, target=limit, lbound=lbound, rbound=rbound) == actual
+
+
+def test_scale_with_a_loose_budget_keeps_everything_up_to_rbound() -> None:
+    budget = _budget(models.resnet20(), 32)
+    rng = np.random.default_rng(1)
+    ratios = {layer.name: float(rng.uniform(0.1, 0.9)) for layer in budget._layers}
+    actual = budget.scale(ratios, target=budget.original_flops, lbound=0.1, rbound=0.9)
+    assert set(actual.values()) <= {
+        keep_count(layer.channels, 0.9) / layer.channels for layer in budget._layers
+    } | {0.9}
