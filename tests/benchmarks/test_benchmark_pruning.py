@@ -178,6 +178,15 @@ def test_bocr_studies_with_another_distance_get_their_own_names(
         "pruning-resnet56-flops0.5-val500-bocr-js-seed3"
     )
     assert pruning_script.study_name(args, "resnet56", "gp", 3).endswith("-gp-seed3")
+    # The wall rule (the benchmark's default) keeps the names of every earlier study.
+    args.budget_rule = "wall"
+    assert pruning_script.study_name(args, "resnet56", "gp", 3) == (
+        "pruning-resnet56-flops0.5-val500-gp-seed3"
+    )
+    args.budget_rule = "scale"
+    assert pruning_script.study_name(args, "resnet56", "gp", 3) == (
+        "pruning-resnet56-flops0.5-val500-scale-gp-seed3"
+    )
 
 
 def test_seed_tests_of_studies_with_other_settings_stay_out_of_the_table() -> None:
