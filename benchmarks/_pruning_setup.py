@@ -157,7 +157,7 @@ def check_checkpoints(args: argparse.Namespace, jobs: list[tuple[Any, ...]]) -> 
 
 def get_objective(args: argparse.Namespace, task: str) -> Any:
     """The task's PruningObjective (built once per process)."""
-    key = f"objective-{task}"
+    key = f"objective-{task}-{getattr(args, 'budget_rule', 'wall')}"
     if key not in _CACHE:
         from optuna_bocr.models import build_model
         from optuna_bocr.models import load_checkpoint
