@@ -15,8 +15,8 @@ from __future__ import annotations
 ACTUAL_PARAMS_KEY = "actual_params"
 """User attr: ``dict[str, float]`` of the per-parameter values that were really evaluated.
 
-The pruning objective clips the proposed ratios to meet the FLOPs budget; the clipped
-(actual) ratios are stored here. :class:`~optuna_bocr.BOCRSampler` with
+The pruning objective moves the proposed ratios to meet the FLOPs budget (its budget rule);
+the actual ratios are stored here. :class:`~optuna_bocr.BOCRSampler` with
 ``observe_actual=True`` maps every trial into its current search space from these values when
 present (and from ``trial.params`` otherwise); by default it observes ``trial.params``. The
 exported model and the dashboard use them. Any objective may write it.

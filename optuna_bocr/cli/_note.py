@@ -224,7 +224,7 @@ def _schedule_text(schedule: Mapping[str, Any]) -> str:
     else:
         bounds = "Each new stage searches the full range"
     observed = (
-        "at its ratios after the FLOPs clipping (and at its clipped proposal)"
+        "at its ratios after the FLOPs budget rule (and at its moved proposal)"
         if schedule.get("observe_actual")
         else "at the ratios the sampler proposed"
     )

@@ -260,7 +260,7 @@ class PruneCommand(Command):
         g.add_argument(
             "--observe-actual",
             action="store_true",
-            help="BOCR: fit the GP on the ratios after the FLOPs clipping (and the clipped "
+            help="BOCR: fit the GP on the ratios after the FLOPs budget rule (and the moved "
             "proposals) instead of the ratios it proposed (the default, as Optuna's samplers)",
         )
         g.add_argument(

@@ -57,8 +57,8 @@ class PruningObjective:
     the same function up to floating-point rounding.
 
     Every public method that takes ``ratios`` takes *requested* ratios (one per prunable
-    layer, in ``[lbound, rbound]``) and clips them by the budget rule itself; clipping is a
-    no-op on actual (already clipped) ratios, so passing those gives the same result.
+    layer, in ``[lbound, rbound]``) and applies the budget rule itself; the rule is a no-op
+    on actual ratios (its own results), so passing those gives the same result.
 
     A layer is prunable when removing its input channels only requires removing the output
     channels of the producing convolution, its batch norm and any depthwise convolutions in
@@ -68,7 +68,7 @@ class PruningObjective:
     the first convolution (no producer) and the classifier (``Linear``) keep all their inputs.
 
     Recorded user attributes on each trial (keys in :mod:`optuna_bocr.keys`):
-    ``ACTUAL_PARAMS_KEY`` (layer -> actual ratio after clipping; set before evaluation, so
+    ``ACTUAL_PARAMS_KEY`` (layer -> actual ratio after the budget rule; set before evaluation, so
     pruned trials have it too), ``FLOPS_RATIO_KEY``, ``PARAMS_RATIO_KEY``, ``TOP1_KEY``,
     ``TOP5_KEY`` and ``EVAL_SECONDS_KEY``.
 
@@ -286,7 +286,7 @@ class PruningObjective:
         return self._budget.clip(ratios, target=self._net.target, lbound=self.lbound)
 
     def predicted_flops(self, ratios: Mapping[str, float]) -> int:
-        """FLOPs (multiply-accumulates) of the network pruned to the clipped ``ratios``."""
+        """FLOPs (multiply-accumulates) of the network pruned to ``ratios`` (budget rule applied)."""
         return self._budget.flops(self._keep(self.clip(ratios)))
 
     def evaluate(self, ratios: Mapping[str, float]) -> dict[str, Any]:
@@ -314,7 +314,7 @@ class PruningObjective:
         return float(result[TOP1_KEY])
 
     def masked_weights(self, ratios: Mapping[str, float]) -> dict[str, torch.Tensor]:
-        """Consumer weights (reconstructed, or as they are) for the clipped ``ratios``.
+        """Consumer weights (reconstructed, or as they are) for ``ratios`` after the budget rule.
 
         Args:
             ratios: One ratio in ``[lbound, rbound]`` per prunable layer.
@@ -326,7 +326,7 @@ class PruningObjective:
         return self._weights.masked(self._keep(self.clip(ratios)))
 
     def kept_channels(self, ratios: Mapping[str, float]) -> dict[str, torch.Tensor]:
-        """Sorted indices of the kept input channels of each layer for the clipped ``ratios``."""
+        """Sorted indices of each layer's kept input channels (``ratios``, budget rule applied)."""
         return self._weights.kept(self._keep(self.clip(ratios)))
 
     @contextlib.contextmanager
@@ -334,7 +334,7 @@ class PruningObjective:
         """Context manager: the objective's network pruned by masks, as during search.
 
         Args:
-            ratios: One ratio in ``[lbound, rbound]`` per layer (clipped by the budget).
+            ratios: One ratio in ``[lbound, rbound]`` per layer (the budget rule is applied).
 
         Yields:
             The objective's own network (on its device, eval mode) with the masked weights
@@ -348,7 +348,7 @@ class PruningObjective:
         """Build the physically pruned network of a trial (or of ratios).
 
         The trial's recorded actual ratios are used when present (its params otherwise);
-        ratios are clipped by the budget rule (a no-op on actual ratios). The result has the
+        ratios go through the budget rule (a no-op on actual ratios). The result has the
         kept channels, their weights (reconstructed or not, as in the search), recalibrated
         batch norms when ``bn_recalibration`` is on, and computes what the network scored
         during the search computes.
@@ -386,7 +386,7 @@ class PruningObjective:
         return self._net.masked(weights, self._weights.originals, bn_images, self._bn_batch_size)
 
     def _pruned(self, actual: Mapping[str, float]) -> nn.Module:
-        """The physically pruned copy of the network for clipped ratios (no gradients)."""
+        """The physically pruned copy of the network for actual ratios (no gradients)."""
         keep = self._keep(actual)
         bn_images = self._bn_x if self.bn_recalibration else None
         return self._net.pruned(

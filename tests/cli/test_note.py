@@ -93,7 +93,7 @@ def test_note_lists_clusters_stages_bounds_and_budget(tmp_path: Path) -> None:
         },
     )
     assert "or earlier, once max(10, 2 x the stage's variables) trials" in auto
-    assert "at its ratios after the FLOPs clipping" in auto
+    assert "at its ratios after the FLOPs budget rule" in auto
     assert "inside the range of the 10 best trials" in auto
     high = bocr_note(study, stage_sizes=[2, 4], clusters=CLUSTERS, structure_pvalue=0.6)
     assert "do not group the layers better than chance" in high
