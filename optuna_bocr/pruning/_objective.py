@@ -286,7 +286,7 @@ class PruningObjective:
         return self._budget.clip(ratios, target=self._net.target, lbound=self.lbound)
 
     def predicted_flops(self, ratios: Mapping[str, float]) -> int:
-        """FLOPs (multiply-accumulates) of the network pruned to ``ratios`` (budget rule applied)."""
+        """Multiply-accumulates of the network pruned to ``ratios`` (budget rule applied)."""
         return self._budget.flops(self._keep(self.clip(ratios)))
 
     def evaluate(self, ratios: Mapping[str, float]) -> dict[str, Any]:
