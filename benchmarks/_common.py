@@ -44,6 +44,7 @@ BOCR_METHODS = (
     "bocr-early",
     "bocr-box",
     "bocr-actual",
+    "bocr-trust",
     "bocr-flat",
     "bocr-random",
 )
@@ -55,6 +56,7 @@ EXTRA_METHODS = (
     "bocr-early",
     "bocr-box",
     "bocr-actual",
+    "bocr-trust",
     "bocr-flat",
     "bocr-random",
     "gp-priors",
@@ -62,25 +64,27 @@ EXTRA_METHODS = (
     "gp-bocr-acqf",
     "tpe-uni",
 )
-"""Methods run only when named: ``bocr-early`` is the paper's gradual rollback with
-stagnation checked from 15% / 30% of the budget instead of 40% / 65%; ``bocr-box`` is the
-defaults but with each new stage narrowed to the top-k box (``narrow_on_rollback=True``);
-``bocr-actual`` is the defaults but with the GP observing the objective's actual (clipped)
-values (``observe_actual=True``); ``bocr-flat`` is BOCR's GP with one variable per parameter
-from the first trial (no clusters); ``bocr-random`` is the defaults with clusters cut from
-random features (seeded), which measures what the layer features add; ``gp-priors`` is
-Optuna's GPSampler with BOCR's GP priors (lengthscales, noise) and nothing else changed,
-``gp-priors-sobol`` the same with BOCR's start-up design (10 trials of a scrambled Sobol
-design over all parameters instead of random ones), ``gp-bocr-acqf`` that with BOCR's
-optimisation of log-EI too (what still differs from ``bocr-flat`` is the GP as fitted);
-``tpe-uni`` is Optuna's TPE with independent (univariate) densities (``tpe`` is its
-default, multivariate for one objective since Optuna 5)."""
+"""Methods run only when named: ``bocr-early`` is the paper's gradual rollback with stagnation
+checked from 15% / 30% of the budget instead of 40% / 65%; ``bocr-box`` is the defaults but
+with each new stage narrowed to the top-k box (``narrow_on_rollback=True``); ``bocr-actual`` is
+the defaults but with the GP observing the objective's actual (clipped) values
+(``observe_actual=True``); ``bocr-trust`` is the defaults with a trust region in the stages
+after the first (``trust_region=True``); ``bocr-flat`` is BOCR's GP with one variable per
+parameter from the first trial (no clusters); ``bocr-random`` is the defaults with clusters cut
+from random features (seeded), which measures what the layer features add; ``gp-priors`` is
+Optuna's GPSampler with BOCR's GP priors (lengthscales, noise) and nothing else changed, ``gp-
+priors-sobol`` the same with BOCR's start-up design (10 trials of a scrambled Sobol design over
+all parameters instead of random ones), ``gp-bocr-acqf`` that with BOCR's optimisation of log-
+EI too (what still differs from ``bocr-flat`` is the GP as fitted); ``tpe-uni`` is Optuna's TPE
+with independent (univariate) densities (``tpe`` is its default, multivariate for one objective
+since Optuna 5)."""
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 
 METHOD_LABELS = {
     "bocr": "BOCR defaults",
     "bocr-box": "BOCR defaults, top-k box",
     "bocr-actual": "BOCR defaults, actual values observed",
+    "bocr-trust": "BOCR defaults, trust region",
     "bocr-flat": "BOCR's GP, one variable per parameter",
     "bocr-random": "BOCR defaults, random clusters",
     "bocr-clusters": "BOCR clusters only",
@@ -132,6 +136,8 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {"narrow_on_rollback": True}
     if method == "bocr-actual":
         return {"observe_actual": True}
+    if method == "bocr-trust":
+        return {"trust_region": True}
     if method in ("bocr-flat", "bocr-random"):
         return {}
     if method == "bocr-clusters":

@@ -25,12 +25,13 @@ bridge 10; lbound 0.2); all at 50% FLOPs unless ``--flops-ratio`` is given. ``bo
 BOCRSampler with its defaults (stage patience relative to the stage's size, whole range after
 a rollback); ``bocr-direct`` / ``bocr-gradual`` use the paper's schedule (direct at 100,
 gradual at 100 and 150, patience 20 from 80/130, top-k box) scaled by ``n_trials / 200``, so
-exactly the original at 200 trials. ``--methods all`` runs these BOCR variants, clusters
-only, and Optuna's GP, TPE, CMA-ES and random samplers; ``bocr-early`` (gradual rollback with
+exactly the original at 200 trials. ``--methods all`` runs these BOCR variants, clusters only,
+and Optuna's GP, TPE, CMA-ES and random samplers; ``bocr-early`` (gradual rollback with
 stagnation checked from trial 30 and 60), ``bocr-box`` (the defaults with the top-k box),
-``bocr-actual`` (the GP observing the clipped ratios), ``bocr-flat`` (no clusters) and
-``bocr-random`` (random clusters) run only when named. Setup lives in ``_pruning_setup.py``,
-the test-split evaluations in ``_pruning_final.py``, the report in ``_pruning_report.py``.
+``bocr-actual`` (the GP observing the clipped ratios), ``bocr-trust`` (a trust region after
+the first stage), ``bocr-flat`` (no clusters) and ``bocr-random`` (random clusters) run only
+when named. Setup lives in ``_pruning_setup.py``, the test-split evaluations in
+``_pruning_final.py``, the report in ``_pruning_report.py``.
 
 Examples::
 

@@ -28,6 +28,7 @@ from optuna_bocr.sampler._schedule import rollback_bounds
 from optuna_bocr.sampler._schedule import Schedule
 from optuna_bocr.sampler._schedule import should_advance
 from optuna_bocr.sampler._space import StageSpace
+from optuna_bocr.sampler._trust_region import TrustRegion
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -59,6 +60,8 @@ class Plan:
         observe_actual: Whether the GP observes the objective's actual values
             (:data:`~optuna_bocr.keys.ACTUAL_PARAMS_KEY`) and the moved proposals, instead of
             the trials' params.
+        trust_region: Whether the stages after the first confine the acquisition to a
+            trust region around the incumbent (:mod:`~optuna_bocr.sampler._trust_region`).
     """
 
     names: tuple[str, ...]
@@ -69,6 +72,7 @@ class Plan:
     seed: int
     narrow_on_rollback: bool = True
     observe_actual: bool = False
+    trust_region: bool = False
 
 
 class Proposal(NamedTuple):
@@ -117,9 +121,10 @@ def propose(
     if number < plan.n_startup_trials or len(y_obs) == 0:
         candidates = _sobol_candidates(plan.seed + stage, space.dim, number, rng)
     else:
+        trust = _trust_region(plan, history, stage, stage_start, space.dim)
         try:
             candidates, theta = _gp_candidates(
-                x_obs, y_obs, x_pending, history.warm_starts.get(stage), rng
+                x_obs, y_obs, x_pending, history.warm_starts.get(stage), rng, trust
             )
             _storage.write_gp_fit(study, trial, stage, theta)
         except (RuntimeError, ValueError, np.linalg.LinAlgError) as e:
@@ -151,6 +156,18 @@ def _open_stage(plan: Plan, history: History, stage: int) -> StageSpace:
     top = space.cluster_values(history.obs_params[order[: plan.top_k]])
     lower, upper = rollback_bounds(top, space.cluster_lows, space.cluster_highs)
     return space.with_bounds(lower, upper)
+
+
+def _trust_region(
+    plan: Plan, history: History, stage: int, stage_start: int, dim: int
+) -> TrustRegion | None:
+    """The trust region of a stage after the first (``plan.trust_region``), else ``None``."""
+    if not plan.trust_region or stage == 0:
+        return None
+    numbers = np.asarray(history.obs_numbers)
+    before = history.obs_values[numbers < stage_start]
+    best_before = float(before.max()) if len(before) else -math.inf
+    return TrustRegion.replay(best_before, history.obs_values[numbers >= stage_start], dim)
 
 
 def _sobol_candidates(seed: int, dim: int, number: int, rng: np.random.Generator) -> np.ndarray:
@@ -202,8 +219,12 @@ def _gp_candidates(
     x_pending: np.ndarray,
     warm_start: np.ndarray | None,
     rng: np.random.Generator,
+    trust: TrustRegion | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit the GP, fantasise the running trials and rank candidates by log-EI.
+
+    With ``trust``, the candidates lie in its box around the best observation, each side
+    weighted by the fitted lengthscales.
 
     Returns:
         The candidates (best first) and the fitted GP hyperparameters.
@@ -216,8 +237,12 @@ def _gp_candidates(
     inside = np.all((x_obs >= 0.0) & (x_obs <= 1.0), axis=1)
     best_inside = int(np.argmax(np.where(inside, y_std, -np.inf)))
     warm = x_obs[[best_inside]] if inside.any() else x_obs[:0]
+    box = None
+    if trust is not None:
+        lengthscales = model.hyperparameters.lengthscale.detach().numpy()
+        box = trust.box(x_obs[int(np.argmax(y_std))], lengthscales)
     candidates, _ = optimize_log_ei(
-        posterior, best=incumbent, dim=x_obs.shape[1], rng=rng, warm_starts=warm
+        posterior, best=incumbent, dim=x_obs.shape[1], rng=rng, warm_starts=warm, box=box
     )
     return candidates, theta
 

@@ -132,6 +132,11 @@ class BOCRSampler(BaseSampler):
             observes the trials' params, as Optuna's samplers do; the objective then is a
             deterministic function of what the sampler proposed, which the GP models
             better (measured: benchmarks/README.md).
+        trust_region:
+            Whether the stages after the first search a trust region: a box around the
+            best trial (TuRBO), each side proportional to the GP's lengthscale, that doubles
+            after 3 new bests in a row and halves after ``max(4, ceil(k / 5))`` trials
+            without one (``k`` variables). ``False``: the stage's whole bounds.
         top_k:
             Number of best COMPLETE trials whose cluster values set the bounds of a new
             stage (with ``narrow_on_rollback``).
@@ -181,6 +186,7 @@ class BOCRSampler(BaseSampler):
         patience_from: Sequence[int] | None = None,
         narrow_on_rollback: bool = False,
         observe_actual: bool = False,
+        trust_region: bool = False,
         top_k: int = 10,
         n_startup_trials: int = 10,
         seed: int | None = None,
@@ -207,6 +213,7 @@ class BOCRSampler(BaseSampler):
             ("unstructured_fallback", unstructured_fallback),
             ("narrow_on_rollback", narrow_on_rollback),
             ("observe_actual", observe_actual),
+            ("trust_region", trust_region),
         ):
             if not isinstance(value, bool):
                 raise TypeError(f"{flag} must be a bool, got {value!r}.")
@@ -242,6 +249,7 @@ class BOCRSampler(BaseSampler):
             seed=int(seed),
             narrow_on_rollback=narrow_on_rollback,
             observe_actual=observe_actual,
+            trust_region=trust_region,
         )
         self._layout = _storage.layout_record(self._names, lows, highs, self._clusters)
         self._independent_sampler = independent_sampler or RandomSampler(seed=seed)

@@ -1,0 +1,121 @@
+"""The trust region of the stages after the first: its replayed length, its box, its use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.distributions import FloatDistribution
+import pytest
+import torch
+
+from optuna_bocr import BOCRSampler
+from optuna_bocr.sampler._acquisition import log_ei
+from optuna_bocr.sampler._acquisition import optimize_log_ei
+from optuna_bocr.sampler._gp import fit_gp
+from optuna_bocr.sampler._gp import Hyperparameters
+from optuna_bocr.sampler._history import read_history
+from optuna_bocr.sampler._posterior import Posterior
+from optuna_bocr.sampler._storage import gp_fit
+from optuna_bocr.sampler._storage import stored_proposal
+from optuna_bocr.sampler._trust_region import failure_tolerance
+from optuna_bocr.sampler._trust_region import INIT_LENGTH
+from optuna_bocr.sampler._trust_region import MAX_LENGTH
+from optuna_bocr.sampler._trust_region import TrustRegion
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_length_doubles_on_successes_halves_on_failures_and_restarts() -> None:
+    assert TrustRegion.replay(-np.inf, [], 6).length == INIT_LENGTH
+    # Three new bests in a row double the side, up to MAX_LENGTH.
+    assert TrustRegion.replay(0.0, [1.0, 2.0, 3.0], 6).length == 2 * INIT_LENGTH
+    assert TrustRegion.replay(0.0, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 6).length == MAX_LENGTH
+    # A value that does not beat the best carried into the stage is a failure.
+    tol = failure_tolerance(27)
+    assert tol == 6 and failure_tolerance(6) == 4
+    assert TrustRegion.replay(10.0, [9.0] * (tol - 1), 27).length == INIT_LENGTH
+    assert TrustRegion.replay(10.0, [9.0] * tol, 27).length == INIT_LENGTH / 2
+    # A success resets the failure count; improvements within 1e-3 * |best| are failures.
+    assert TrustRegion.replay(10.0, [9.0] * 3 + [11.0] + [9.0] * 3, 6).length == INIT_LENGTH
+    assert TrustRegion.replay(10.0, [10.005] * 4, 6).length == INIT_LENGTH / 2
+    # Five halvings take the side below MIN_LENGTH: it starts again, once.
+    state = TrustRegion.replay(10.0, [9.0] * (5 * 4), 6)
+    assert (state.length, state.restarts) == (INIT_LENGTH, 1)
+
+
+def test_box_is_weighted_by_the_lengthscales_and_stays_in_the_cube() -> None:
+    state = TrustRegion(length=0.4, restarts=0)
+    lower, upper = state.box(np.array([0.5, 0.5, 0.95]), np.array([1.0, 4.0, 0.25]))
+    # Weights 1, 4, 1/4 (geometric mean 1): sides 0.4, 1.6 (clipped), 0.1.
+    np.testing.assert_allclose(lower, [0.3, 0.0, 0.9])
+    np.testing.assert_allclose(upper, [0.7, 1.0, 1.0])
+
+
+def test_log_ei_is_optimised_inside_the_box() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 3))
+    y = -np.sum((x - 0.9) ** 2, axis=1)
+    y_std = (y - y.mean()) / y.std()
+    posterior, best = Posterior(fit_gp(x, y_std)[0]), float(y_std.max())
+    lower, upper = np.array([0.1, 0.2, 0.0]), np.array([0.4, 0.5, 0.3])
+    points, values = optimize_log_ei(
+        posterior, best=best, dim=3, rng=rng, warm_starts=x[:1], box=(lower, upper)
+    )
+    assert np.all(points >= lower) and np.all(points <= upper)
+    assert np.all(np.diff(values) <= 0)
+    # At least as good as the best point of a fine grid of the box.
+    axes = [np.linspace(lo, hi, 21) for lo, hi in zip(lower, upper, strict=True)]
+    grid = np.stack(np.meshgrid(*axes), -1).reshape(-1, 3)
+    with torch.no_grad():
+        grid_values = log_ei(*posterior(torch.from_numpy(grid)), best).numpy()
+    assert values[0] >= grid_values.max() - 1e-6
+
+
+def test_the_sampler_proposes_inside_the_replayed_box(tmp_path: Path) -> None:
+    names = [f"p{i}" for i in range(6)]
+    space = {n: FloatDistribution(0.1, 1.0) for n in names}
+    target = np.array([0.3, 0.35, 0.4, 0.8, 0.85, 0.9])
+    vectors = np.array([[1.0, 10], [1.1, 11], [0.9, 9], [5.0, 1], [5.2, 1.1], [4.9, 0.9]])
+    sampler = BOCRSampler(
+        space,
+        features=vectors,
+        n_clusters=2,
+        rollback_at=(8,),
+        n_startup_trials=4,
+        trust_region=True,
+        seed=0,
+    )
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'db.sqlite3'}", direction="maximize", sampler=sampler
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        x = np.array([trial.suggest_float(n, 0.1, 1.0) for n in names])
+        return -float(np.sum((x - target) ** 2))
+
+    study.optimize(objective, n_trials=16)
+    trials = study.trials
+    smaller = 0
+    for t in trials[9:]:
+        fit = gp_fit(t)
+        assert fit is not None and fit[0] == 1
+        history = read_history(trials, names, t.number, 1.0)
+        numbers = np.asarray(history.obs_numbers)
+        state = TrustRegion.replay(
+            float(history.obs_values[numbers < 8].max()),
+            history.obs_values[numbers >= 8],
+            6,
+        )
+        units = (history.obs_params - 0.1) / 0.9
+        ls = Hyperparameters.from_theta(torch.from_numpy(fit[1])).lengthscale.numpy()
+        lower, upper = state.box(units[int(np.argmax(history.obs_values))], ls)
+        proposal = stored_proposal(t, 6)
+        assert proposal is not None
+        u = (proposal - 0.1) / 0.9
+        assert np.all(u >= lower - 1e-9) and np.all(u <= upper + 1e-9), t.number
+        smaller += bool(np.any(upper - lower < 0.99))
+    assert smaller >= 5  # of 7 proposals
+    with pytest.raises(TypeError, match="trust_region"):
+        BOCRSampler(space, features=vectors, trust_region=1)
