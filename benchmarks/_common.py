@@ -84,7 +84,7 @@ METHOD_LABELS = {
     "bocr": "BOCR defaults",
     "bocr-box": "BOCR defaults, top-k box",
     "bocr-actual": "BOCR defaults, actual values observed",
-    "bocr-trust": "BOCR defaults, trust region",
+    "bocr-trust": "BOCR, trust region",
     "bocr-flat": "BOCR's GP, one variable per parameter",
     "bocr-random": "BOCR defaults, random clusters",
     "bocr-clusters": "BOCR clusters only",
@@ -148,6 +148,7 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
             "patience": s(20),
             "patience_from": (s(80),),
             "narrow_on_rollback": True,
+            "trust_region": False,
         }
     if method in ("bocr-gradual", "bocr-early"):
         first, second = s(100), max(s(150), s(100) + 1)  # stay strictly increasing
@@ -157,6 +158,7 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
             "patience": s(20),
             "patience_from": (min(s(start1), first), min(max(s(start2), s(start1) + 1), second)),
             "narrow_on_rollback": True,
+            "trust_region": False,
         }
     raise ValueError(f"not a BOCR method: {method!r}")
 

@@ -74,16 +74,18 @@ def _stage_changes(
 def _paired_lines(
     bests: dict[str, dict[int, np.ndarray]], cps: list[int], args: argparse.Namespace
 ) -> list[str]:
-    """BOCR (defaults) against GPSampler and CMA-ES, paired per seed, at each checkpoint."""
-    if "bocr" not in bests:
+    """The reference BOCR variant (``--reference``, default ``bocr``) against GPSampler,
+    CMA-ES, the paper's schedule and BOCR's defaults, paired per seed, at each checkpoint."""
+    best = getattr(args, "reference", "bocr")
+    if best not in bests:
         return []
     rows = []
-    for ref in ("gp", "cmaes", "bocr-direct"):
-        if ref not in bests:
+    for ref in ("gp", "cmaes", "bocr-direct", "bocr"):
+        if ref not in bests or ref == best:
             continue
         cells = []
         for c in cps:
-            d = common.paired_difference(bests["bocr"], bests[ref], c)
+            d = common.paired_difference(bests[best], bests[ref], c)
             cells.append(
                 "-" if d is None else f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] ({d[3]}/{d[4]})"
             )
@@ -91,7 +93,7 @@ def _paired_lines(
     if not rows:
         return []
     return [
-        f"{_label('bocr', args)} minus each method, paired by seed: mean difference of the best "
+        f"{_label(best, args)} minus each method, paired by seed: mean difference of the best "
         "validation top-1 so far (points), 95% bootstrap interval of the mean (4000 "
         "resamples of the seeds), and the seeds where BOCR is ahead:",
         "",
@@ -112,6 +114,7 @@ def _seed_test_lines(
     Records are looked up by study name, so tests of studies with other settings (another
     ``--distance``, validation size or budget) cached in the same file never mix in.
     """
+    best = getattr(args, "reference", "bocr")
     tests: dict[str, dict[int, np.ndarray]] = {}
     tested = final.get("seeds", {})
     for method in methods:
@@ -127,14 +130,14 @@ def _seed_test_lines(
             continue
         values = [float(v[0]) for v in tests[method].values()]
         diff = "-"
-        if method != "bocr" and "bocr" in tests:
-            d = common.paired_difference(tests["bocr"], tests[method], 1)
+        if method != best and best in tests:
+            d = common.paired_difference(tests[best], tests[method], 1)
             if d is not None:
                 diff = f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] ({d[3]}/{d[4]})"
         rows.append([_label(method, args), str(len(values)), _range(values), diff])
     return [
         "Test top-1 (%) of each seed's best trial (the network a user would keep), without "
-        f"fine-tuning: median [min, max] over seeds, and {_label('bocr', args)} minus the method, "
+        f"fine-tuning: median [min, max] over seeds, and {_label(best, args)} minus the method, "
         "paired by seed (mean, 95% bootstrap interval, seeds where BOCR is ahead):",
         "",
         common.markdown_table(["method", "seeds", "test top-1", "BOCR minus it"], rows),

@@ -295,6 +295,13 @@ def main(argv: list[str] | None = None) -> None:
         "fine-tuning) and compare the methods on it, paired by seed; works with --skip-final "
         "and with --report-only (then it runs no search)",
     )
+    p.add_argument(
+        "--reference",
+        default="bocr",
+        choices=common.BOCR_METHODS,
+        help="the BOCR variant that the report compares with the other methods, paired by "
+        "seed (default: %(default)s)",
+    )
     p.add_argument("--report-only", action="store_true", help="only rebuild the report")
     args = p.parse_args(argv)
     tasks = common.parse_list(args.tasks, list(TASKS))

@@ -39,6 +39,8 @@ BUDGET_RULES = ("scale", "wall")
 """``--budget-rule`` choices: PruningObjective's ``budget_rule`` values (no torch import)."""
 DEFAULT_BUDGET_RULE = "scale"
 """``prune``'s default budget rule."""
+DEFAULT_TRUST_REGION = True
+"""``BOCRSampler``'s default ``trust_region`` (kept here so that ``--help`` imports no torch)."""
 STUDY_CONFIG_LEGACY = {"budget_rule": "wall"}
 """What a study stored before a key existed meant (studies made by earlier versions)."""
 

@@ -99,9 +99,9 @@ def bocr_note(
         stage_sizes: Search variables per stage (``BOCRSampler.stage_sizes``).
         clusters: Per stage, the layer names of each cluster (``BOCRSampler.clusters``).
         structure_pvalue: ``BOCRSampler.structure_pvalue``.
-        schedule: ``rollback_at``, ``patience``, ``patience_from`` and
-            ``narrow_on_rollback`` as the sampler got them, to state the stage-change rule
-            (optional).
+        schedule: ``rollback_at``, ``patience``, ``patience_from``, ``narrow_on_rollback``,
+            ``observe_actual`` and ``trust_region`` as the sampler got them, to state the
+            stage-change rule (optional).
         sampler_name: Shown when the study did not use BOCR (no clusters).
         artifacts: File names attached to the study, listed at the end.
 
@@ -223,6 +223,11 @@ def _schedule_text(schedule: Mapping[str, Any]) -> str:
         )
     else:
         bounds = "Each new stage searches the full range"
+    if schedule.get("trust_region"):
+        bounds += (
+            ", and after the first stage the sampler proposes inside a box around the best "
+            "trial that doubles after 3 new bests in a row and halves after a run without one"
+        )
     observed = (
         "at its ratios after the FLOPs budget rule (and at its moved proposal)"
         if schedule.get("observe_actual")

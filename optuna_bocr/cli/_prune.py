@@ -51,6 +51,7 @@ class PruneSettings:
     patience: int | None
     narrow_on_rollback: bool
     observe_actual: bool
+    trust_region: bool | None
     unstructured_fallback: bool
     distance: Literal["eu", "js"] | None
     n_startup_trials: int
@@ -97,6 +98,7 @@ class PruneSettings:
             patience=args.patience,
             narrow_on_rollback=args.narrow_on_rollback,
             observe_actual=args.observe_actual,
+            trust_region=args.trust_region,
             unstructured_fallback=args.unstructured_fallback,
             distance=args.distance,
             n_startup_trials=args.n_startup_trials,
@@ -132,6 +134,7 @@ class PruneSettings:
                 "--patience": self.patience is not None,
                 "--narrow-on-rollback": self.narrow_on_rollback,
                 "--observe-actual": self.observe_actual,
+                "--trust-region/--no-trust-region": self.trust_region is not None,
                 "--unstructured-fallback": self.unstructured_fallback,
             }
             given = [flag for flag, set_ in bocr_only.items() if set_]
@@ -262,6 +265,14 @@ class PruneCommand(Command):
             action="store_true",
             help="BOCR: fit the GP on the ratios after the FLOPs budget rule (and the moved "
             "proposals) instead of the ratios it proposed (the default, as Optuna's samplers)",
+        )
+        g.add_argument(
+            "--trust-region",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="BOCR: after the first stage, search a box around the best trial that grows "
+            "after new bests and shrinks without them (TuRBO) instead of the whole range "
+            "(default: on)",
         )
         g.add_argument(
             "--unstructured-fallback",

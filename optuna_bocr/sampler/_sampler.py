@@ -53,7 +53,9 @@ class BOCRSampler(BaseSampler):
     ``0 .. n_startup_trials - 1`` come from a scrambled Sobol design in the first stage's
     space; later trials maximise log expected improvement of a GPyTorch exact GP (Matern 5/2,
     ARD, learned noise, dimension-scaled lengthscale prior) with Sobol candidates and
-    L-BFGS-B, inside the current stage's bounds.
+    L-BFGS-B, inside the current stage's bounds; after the first stage, inside a trust
+    region around the best trial (``trust_region``), so that the fine stages refine the
+    incumbent the coarse one found.
 
     Everything the sampler needs is derived from the trial history in the storage and from
     ``(seed, trial number)``: per-trial system attrs record each proposal (fixed before the
@@ -136,7 +138,8 @@ class BOCRSampler(BaseSampler):
             Whether the stages after the first search a trust region: a box around the
             best trial (TuRBO), each side proportional to the GP's lengthscale, that doubles
             after 3 new bests in a row and halves after ``max(4, ceil(k / 5))`` trials
-            without one (``k`` variables). ``False``: the stage's whole bounds.
+            without one (``k`` variables). ``False``: the stage's whole bounds, as the
+            original BOCR (measured: benchmarks/README.md).
         top_k:
             Number of best COMPLETE trials whose cluster values set the bounds of a new
             stage (with ``narrow_on_rollback``).
@@ -186,7 +189,7 @@ class BOCRSampler(BaseSampler):
         patience_from: Sequence[int] | None = None,
         narrow_on_rollback: bool = False,
         observe_actual: bool = False,
-        trust_region: bool = False,
+        trust_region: bool = True,
         top_k: int = 10,
         n_startup_trials: int = 10,
         seed: int | None = None,

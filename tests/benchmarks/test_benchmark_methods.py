@@ -54,6 +54,18 @@ def test_what_the_gp_observes(method: str, observe: bool) -> None:
     assert settings.get("observe_actual", False) == observe
 
 
+@pytest.mark.parametrize(("method", "trust"), [("bocr", True), ("bocr-trust", True)])
+def test_trust_region_is_the_default(method: str, trust: bool) -> None:
+    sampler, _ = common.make_sampler(
+        method, seed=0, search_space=SPACE, features=FEATURES, n_trials=60, distance="st"
+    )
+    assert sampler._plan.trust_region is trust  # type: ignore[attr-defined]
+    paper, _ = common.make_sampler(
+        "bocr-direct", seed=0, search_space=SPACE, features=FEATURES, n_trials=60, distance="st"
+    )
+    assert paper._plan.trust_region is False  # type: ignore[attr-defined]
+
+
 def test_gp_priors_is_gpsampler_fitted_under_bocrs_priors() -> None:
     import torch
 

@@ -213,3 +213,9 @@ def test_seed_tests_of_studies_with_other_settings_stay_out_of_the_table() -> No
     table = "\n".join(_seed_test_lines(final, args, "resnet56", ["bocr"], [0]))
     assert "| BOCR defaults, distance 'js' | 1 | 10.00 [10.00, 10.00] | - |" in table
     assert "and BOCR defaults, distance 'js' minus the method" in table
+    # Another BOCR variant as the reference: it is compared with the defaults too.
+    args.distance, args.reference = None, "bocr-trust"
+    final["seeds"][f"{prefix}-bocr-trust-seed0"] = {"test_top1": 88.5}
+    table = "\n".join(_seed_test_lines(final, args, "resnet56", ["bocr-trust", "bocr"], [0]))
+    assert "| BOCR, trust region | 1 | 88.50 [88.50, 88.50] | - |" in table
+    assert "| BOCR defaults | 1 | 88.00 [88.00, 88.00] | +0.50 [+0.50, +0.50] (1/1) |" in table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import optuna
@@ -9,6 +10,7 @@ from optuna_dashboard._note import get_note_from_system_attrs
 import pytest
 
 from optuna_bocr.cli import save_bocr_note
+from optuna_bocr.cli._common import DEFAULT_TRUST_REGION
 from optuna_bocr.cli._note import bocr_note
 from optuna_bocr.cli._note import stage_openings
 from optuna_bocr.cli._note import upload_trial_files
@@ -90,11 +92,13 @@ def test_note_lists_clusters_stages_bounds_and_budget(tmp_path: Path) -> None:
             "patience": "auto",
             "narrow_on_rollback": True,
             "observe_actual": True,
+            "trust_region": True,
         },
     )
     assert "or earlier, once max(10, 2 x the stage's variables) trials" in auto
     assert "at its ratios after the FLOPs budget rule" in auto
     assert "inside the range of the 10 best trials" in auto
+    assert "a box around the best trial" in auto and "a box around" not in text
     high = bocr_note(study, stage_sizes=[2, 4], clusters=CLUSTERS, structure_pvalue=0.6)
     assert "do not group the layers better than chance" in high
     assert "Not tested" in bocr_note(study, stage_sizes=[4], clusters=CLUSTERS[1:])
@@ -144,9 +148,18 @@ def test_prune_schedule_options_reach_the_sampler_settings() -> None:
     assert default["patience"] == "auto" and default["patience_from"] is None
     assert default["narrow_on_rollback"] is False and default["rollback_at"] == [100, 150]
     assert default["observe_actual"] is False
-    paper = settings("--patience", "20", "--narrow-on-rollback", "--observe-actual")
+    assert default["trust_region"] is DEFAULT_TRUST_REGION
+    paper = settings(
+        "--patience", "20", "--narrow-on-rollback", "--observe-actual", "--no-trust-region"
+    )
     assert paper["patience"] == 20 and paper["patience_from"] == [80, 120]
     assert paper["narrow_on_rollback"] is True and paper["observe_actual"] is True
+    assert paper["trust_region"] is False
+    # The command line's default is the sampler's (kept apart so that --help needs no torch).
+    from optuna_bocr import BOCRSampler
+
+    sampler_default = inspect.signature(BOCRSampler).parameters["trust_region"].default
+    assert DEFAULT_TRUST_REGION is sampler_default
 
 
 def test_a_half_written_trial_does_not_look_like_another_model(tmp_path: Path) -> None:

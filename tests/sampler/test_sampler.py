@@ -263,6 +263,7 @@ def test_paper_schedule_preset(tmp_path: Path) -> None:
         "patience": 20,
         "patience_from": (80, 130),
         "narrow_on_rollback": True,
+        "trust_region": False,
     }
     sampler = _sampler(**PAPER_SCHEDULE)
     assert sampler.stage_sizes == [2, 6]
