@@ -21,9 +21,11 @@ then wall time is noisy and CPU time is the fairer measure). One study is run pe
 to the largest ``n``; for each ``n`` the table gives medians over trials ``3n/4 .. n-1``
 (150-199 for 200 trials) of that study.
 
-BOCR runs in two settings: ``clustered`` (its first stage, 3 clusters, never rolled back:
-a 3-dimensional GP whatever ``d``) and ``per-parameter`` (one variable per parameter from
-the first trial, as after the rollback: a ``d``-dimensional GP, GPSampler's case).
+BOCR runs in three settings: ``clustered`` (its first stage, 3 clusters, never rolled back:
+a 3-dimensional GP whatever ``d``), ``per-parameter`` (one variable per parameter from
+the first trial: a ``d``-dimensional GP, GPSampler's case) and ``rolled-back`` (3 clusters,
+then one variable per parameter from trial 30 on, in the sampler's trust region: the
+default schedule's later trials).
 
 Examples::
 
@@ -189,12 +191,13 @@ def make_sampler(kind: str, stage: str, task: Task, seed: int) -> optuna.sampler
     """BOCR in the given stage setting, or GPSampler (``stage`` does not apply)."""
     if kind == "gp":
         return optuna.samplers.GPSampler(seed=seed)
-    n_clusters = 3 if stage == "clustered" else task.dims
+    n_clusters = task.dims if stage == "per-parameter" else 3
     return BOCRSampler(
         task.search_space,
         features=task.features,
         n_clusters=n_clusters,
-        rollback_at=None,
+        rollback_at=(30,) if stage == "rolled-back" else None,
+        patience=None,
         seed=seed,
         check_structure=False,
     )
@@ -306,7 +309,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-trials", default="50,100,200,500,1000", help="comma-separated")
     parser.add_argument("--dims", default="9,27,54,200", help="comma-separated")
-    parser.add_argument("--stages", default="clustered,per-parameter", help="BOCR settings")
+    parser.add_argument(
+        "--stages",
+        default="clustered,per-parameter",
+        help="BOCR settings: clustered, per-parameter and/or rolled-back",
+    )
     parser.add_argument("--storages", default="memory,sqlite", help="memory and/or sqlite")
     parser.add_argument("--samplers", default="bocr,gp", help="bocr and/or gp")
     parser.add_argument("--seed", type=int, default=0)
@@ -315,6 +322,11 @@ def main(argv: list[str] | None = None) -> None:
     common.limit_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sizes = sorted(int(v) for v in args.n_trials.split(","))
+    unknown = set(args.stages.split(",")) - {"clustered", "per-parameter", "rolled-back"}
+    if unknown:
+        parser.error(
+            f"--stages: unknown {sorted(unknown)}; use clustered, per-parameter, rolled-back"
+        )
     records = []
     for storage in args.storages.split(","):
         for dims in [int(v) for v in args.dims.split(",")]:
