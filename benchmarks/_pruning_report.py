@@ -76,16 +76,16 @@ def _paired_lines(
 ) -> list[str]:
     """The reference BOCR variant (``--reference``, default ``bocr``) against GPSampler,
     CMA-ES, the paper's schedule and BOCR's defaults, paired per seed, at each checkpoint."""
-    best = getattr(args, "reference", "bocr")
-    if best not in bests:
+    reference = getattr(args, "reference", "bocr")
+    if reference not in bests:
         return []
     rows = []
     for ref in ("gp", "cmaes", "bocr-direct", "bocr"):
-        if ref not in bests or ref == best:
+        if ref not in bests or ref == reference:
             continue
         cells = []
         for c in cps:
-            d = common.paired_difference(bests[best], bests[ref], c)
+            d = common.paired_difference(bests[reference], bests[ref], c)
             cells.append(
                 "-" if d is None else f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] ({d[3]}/{d[4]})"
             )
@@ -93,8 +93,8 @@ def _paired_lines(
     if not rows:
         return []
     return [
-        f"{_label(best, args)} minus each method, paired by seed: mean difference of the best "
-        "validation top-1 so far (points), 95% bootstrap interval of the mean (4000 "
+        f"{_label(reference, args)} minus each method, paired by seed: mean difference of the "
+        "best validation top-1 so far (points), 95% bootstrap interval of the mean (4000 "
         "resamples of the seeds), and the seeds where BOCR is ahead:",
         "",
         common.markdown_table(["against", *[f"@{c}" for c in cps]], rows),
@@ -114,7 +114,7 @@ def _seed_test_lines(
     Records are looked up by study name, so tests of studies with other settings (another
     ``--distance``, validation size or budget) cached in the same file never mix in.
     """
-    best = getattr(args, "reference", "bocr")
+    reference = getattr(args, "reference", "bocr")
     tests: dict[str, dict[int, np.ndarray]] = {}
     tested = final.get("seeds", {})
     for method in methods:
@@ -130,15 +130,15 @@ def _seed_test_lines(
             continue
         values = [float(v[0]) for v in tests[method].values()]
         diff = "-"
-        if method != best and best in tests:
-            d = common.paired_difference(tests[best], tests[method], 1)
+        if method != reference and reference in tests:
+            d = common.paired_difference(tests[reference], tests[method], 1)
             if d is not None:
                 diff = f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] ({d[3]}/{d[4]})"
         rows.append([_label(method, args), str(len(values)), _range(values), diff])
     return [
         "Test top-1 (%) of each seed's best trial (the network a user would keep), without "
-        f"fine-tuning: median [min, max] over seeds, and {_label(best, args)} minus the method, "
-        "paired by seed (mean, 95% bootstrap interval, seeds where BOCR is ahead):",
+        f"fine-tuning: median [min, max] over seeds, and {_label(reference, args)} minus the "
+        "method, paired by seed (mean, 95% bootstrap interval, seeds where BOCR is ahead):",
         "",
         common.markdown_table(["method", "seeds", "test top-1", "BOCR minus it"], rows),
         "",
