@@ -45,6 +45,7 @@ BOCR_METHODS = (
     "bocr-box",
     "bocr-actual",
     "bocr-trust",
+    "bocr-probe",
     "bocr-flat",
     "bocr-random",
 )
@@ -57,6 +58,7 @@ EXTRA_METHODS = (
     "bocr-box",
     "bocr-actual",
     "bocr-trust",
+    "bocr-probe",
     "bocr-flat",
     "bocr-random",
     "gp-priors",
@@ -69,7 +71,9 @@ checked from 15% / 30% of the budget instead of 40% / 65%; ``bocr-box`` is the d
 with each new stage narrowed to the top-k box (``narrow_on_rollback=True``); ``bocr-actual`` is
 the defaults but with the GP observing the objective's actual (clipped) values
 (``observe_actual=True``); ``bocr-trust`` is the defaults with a trust region in the stages
-after the first (``trust_region=True``); ``bocr-flat`` is BOCR's GP with one variable per
+after the first (``trust_region=True``); ``bocr-probe`` is ``bocr-trust`` whose first trial is
+where the sensitivity probe's additive model puts the best network (pruning benchmark only;
+``benchmarks._probe_start``); ``bocr-flat`` is BOCR's GP with one variable per
 parameter from the first trial (no clusters); ``bocr-random`` is the defaults with clusters cut
 from random features (seeded), which measures what the layer features add; ``gp-priors`` is
 Optuna's GPSampler with BOCR's GP priors (lengthscales, noise) and nothing else changed, ``gp-
@@ -85,6 +89,7 @@ METHOD_LABELS = {
     "bocr-box": "BOCR defaults, top-k box",
     "bocr-actual": "BOCR defaults, actual values observed",
     "bocr-trust": "BOCR, trust region",
+    "bocr-probe": "BOCR, probe start",
     "bocr-flat": "BOCR's GP, one variable per parameter",
     "bocr-random": "BOCR defaults, random clusters",
     "bocr-clusters": "BOCR clusters only",
@@ -136,7 +141,7 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {"narrow_on_rollback": True}
     if method == "bocr-actual":
         return {"observe_actual": True}
-    if method == "bocr-trust":
+    if method in ("bocr-trust", "bocr-probe"):
         return {"trust_region": True}
     if method in ("bocr-flat", "bocr-random"):
         return {}

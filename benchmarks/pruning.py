@@ -55,6 +55,8 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmarks import _common as common
+from benchmarks._probe_start import PROBE_KEY
+from benchmarks._probe_start import probe_start
 from benchmarks._pruning_final import final_eval
 from benchmarks._pruning_final import seed_tests
 from benchmarks._pruning_report import report
@@ -133,6 +135,10 @@ def run_one(args: argparse.Namespace, task: str, method: str, seed: int) -> None
     )
     study.set_user_attr("sampler", json.loads(json.dumps(settings, default=str)))
     study.set_user_attr(CHECKPOINT_SHA256_KEY, checkpoint_fingerprint(checkpoint_path(args, task)))
+    if method == "bocr-probe" and not study.get_trials(deepcopy=False):
+        start, record = probe_start(args, task)
+        study.set_user_attr(PROBE_KEY, record)
+        study.enqueue_trial(start)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         print(f"[resume] {name}: marking stale running trial {t.number} as FAIL", flush=True)
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)

@@ -54,7 +54,9 @@ def test_what_the_gp_observes(method: str, observe: bool) -> None:
     assert settings.get("observe_actual", False) == observe
 
 
-@pytest.mark.parametrize(("method", "trust"), [("bocr", True), ("bocr-trust", True)])
+@pytest.mark.parametrize(
+    ("method", "trust"), [("bocr", True), ("bocr-trust", True), ("bocr-probe", True)]
+)
 def test_trust_region_is_the_default(method: str, trust: bool) -> None:
     sampler, _ = common.make_sampler(
         method, seed=0, search_space=SPACE, features=FEATURES, n_trials=60, distance="st"
