@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from scipy.stats import qmc
 
-from benchmarks._pruning_setup import checkpoint_path
 from benchmarks._pruning_setup import get_objective
 from benchmarks._pruning_setup import get_splits
 from benchmarks._pruning_setup import TASKS
+from benchmarks._pruning_setup import trained_model
 
 PROBE_RATIOS = (0.25, 0.5)
 """Ratios each layer is probed at: two points of the curve, enough for an additive model."""
@@ -58,18 +58,12 @@ def probe_start(args: argparse.Namespace, task: str) -> tuple[dict[str, float], 
     """The first trial's ratios and the probe's record (cost, curves), once per process."""
     if task in _CACHE:
         return _CACHE[task]
-    from optuna_bocr.models import build_model
-    from optuna_bocr.models import load_checkpoint
     from optuna_bocr.pruning import layer_sensitivity
 
     objective = get_objective(args, task)
     splits = get_splits(args)
-    model = build_model(
-        TASKS[task]["model"], num_classes=splits.num_classes, in_channels=splits.in_channels
-    )
-    load_checkpoint(model, checkpoint_path(args, task))
     sens = layer_sensitivity(
-        model,
+        trained_model(args, task),
         calibration=splits.train,
         validation=splits.val,
         ratios=PROBE_RATIOS,

@@ -16,12 +16,11 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmarks import _common as common
-from benchmarks._pruning_setup import checkpoint_path
 from benchmarks._pruning_setup import get_objective
 from benchmarks._pruning_setup import get_splits
 from benchmarks._pruning_setup import get_storage
 from benchmarks._pruning_setup import study_name
-from benchmarks._pruning_setup import TASKS
+from benchmarks._pruning_setup import trained_model
 
 # -- Final evaluation -------------------------------------------------------------------------
 
@@ -88,15 +87,7 @@ def final_eval(args: argparse.Namespace, task: str, methods: list[str], seeds: l
             continue
         objective = get_objective(args, task)
         if "baseline_test_top1" not in cache or cache.get("test_size") != args.test_size:
-            from optuna_bocr.models import build_model
-            from optuna_bocr.models import load_checkpoint
-
-            model = build_model(
-                TASKS[task]["model"],
-                num_classes=splits.num_classes,
-                in_channels=splits.in_channels,
-            )
-            load_checkpoint(model, checkpoint_path(args, task))
+            model = trained_model(args, task)
             cache["baseline_test_top1"] = evaluate(model, test, device=args.device)[0]
             cache["baseline_val_top1"] = objective.baseline_top1
             cache["test_size"] = args.test_size

@@ -155,19 +155,27 @@ def check_checkpoints(args: argparse.Namespace, jobs: list[tuple[Any, ...]]) -> 
         )
 
 
+def trained_model(args: argparse.Namespace, task: str) -> Any:
+    """A fresh copy of the task's network with its benchmark checkpoint loaded."""
+    from optuna_bocr.models import build_model
+    from optuna_bocr.models import load_checkpoint
+
+    splits = get_splits(args)
+    model = build_model(
+        TASKS[task]["model"], num_classes=splits.num_classes, in_channels=splits.in_channels
+    )
+    load_checkpoint(model, checkpoint_path(args, task))
+    return model
+
+
 def get_objective(args: argparse.Namespace, task: str) -> Any:
     """The task's PruningObjective (built once per process)."""
     key = f"objective-{task}-{getattr(args, 'budget_rule', 'wall')}"
     if key not in _CACHE:
-        from optuna_bocr.models import build_model
-        from optuna_bocr.models import load_checkpoint
         from optuna_bocr.pruning import PruningObjective
 
         splits = get_splits(args)
-        model = build_model(
-            TASKS[task]["model"], num_classes=splits.num_classes, in_channels=splits.in_channels
-        )
-        load_checkpoint(model, checkpoint_path(args, task))
+        model = trained_model(args, task)
         t0 = time.perf_counter()
         _CACHE[key] = PruningObjective(
             model,
