@@ -83,6 +83,8 @@ EI too (what still differs from ``bocr-flat`` is the GP as fitted); ``tpe-uni`` 
 with independent (univariate) densities (``tpe`` is its default, multivariate for one objective
 since Optuna 5)."""
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
+PRUNING_ONLY_METHODS = ("bocr-probe",)
+"""Methods that need a network to probe: the synthetic benchmark refuses them."""
 
 METHOD_LABELS = {
     "bocr": "BOCR defaults",

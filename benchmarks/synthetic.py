@@ -624,7 +624,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     tasks = common.parse_list(args.tasks, TASKS)
-    methods = common.parse_list(args.methods, common.KNOWN_METHODS, common.ALL_METHODS)
+    synthetic_methods = [m for m in common.KNOWN_METHODS if m not in common.PRUNING_ONLY_METHODS]
+    methods = common.parse_list(args.methods, synthetic_methods, common.ALL_METHODS)
     seeds = common.parse_seeds(args.seeds)
     out = Path(args.out)
 

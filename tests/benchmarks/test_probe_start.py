@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -28,3 +30,12 @@ def test_a_gain_counts_as_no_loss_and_harsher_ratios_extrapolate() -> None:
     # Below the smallest probed ratio the last segment's slope goes on: a at 0.1 loses
     # 4 + (4 - 1) / 0.25 * 0.15 = 5.8 points.
     assert predicted_loss(DROPS, RATIOS, {"a": 0.1, "b": 1.0}) == pytest.approx(5.8)
+
+
+def test_the_synthetic_benchmark_refuses_the_probe_start(tmp_path: Path) -> None:
+    from benchmarks import synthetic
+
+    argv = ["--methods", "bocr-probe", "--tasks", "grouped27", "--seeds", "1"]
+    with pytest.raises(SystemExit, match=r"unknown value\(s\) \['bocr-probe'\]"):
+        synthetic.main([*argv, "--n-trials", "2", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()  # refused before any work or write
