@@ -1,4 +1,4 @@
-"""The probe start's additive model of the accuracy lost by a pruned network."""
+"""The probe start: its additive model of the points lost, and where it is refused."""
 
 from __future__ import annotations
 
