@@ -5,7 +5,8 @@ ratios on a few validation images. Summing its per-layer losses gives an additiv
 the accuracy lost by a network pruned to given ratios; the first trial is the proposal whose
 budgeted ratios (the objective's budget rule applied) lose the least under that model, and
 BOCR's search goes on from there. The probe's cost, in evaluations of the whole validation
-split, is stored on the study so the report can charge it.
+split, is stored on the study (:data:`PROBE_KEY`) with its curves, to charge to the method's
+trial budget when it is compared with samplers that need no probe.
 """
 
 from __future__ import annotations
