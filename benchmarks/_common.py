@@ -46,6 +46,8 @@ BOCR_METHODS = (
     "bocr-actual",
     "bocr-trust",
     "bocr-probe",
+    "bocr-kl",
+    "bocr-width",
     "bocr-flat",
     "bocr-random",
 )
@@ -59,6 +61,8 @@ EXTRA_METHODS = (
     "bocr-actual",
     "bocr-trust",
     "bocr-probe",
+    "bocr-kl",
+    "bocr-width",
     "bocr-flat",
     "bocr-random",
     "gp-priors",
@@ -67,24 +71,26 @@ EXTRA_METHODS = (
     "tpe-uni",
 )
 """Methods run only when named: ``bocr-early`` is the paper's gradual rollback with stagnation
-checked from 15% / 30% of the budget instead of 40% / 65%; ``bocr-box`` is the defaults but
-with each new stage narrowed to the top-k box (``narrow_on_rollback=True``); ``bocr-actual`` is
-the defaults but with the GP observing the objective's actual (clipped) values
+checked from 15% / 30% of the budget instead of 40% / 65%; ``bocr-box`` is the defaults but with
+each new stage narrowed to the top-k box (``narrow_on_rollback=True``); ``bocr-actual`` is the
+defaults but with the GP observing the objective's actual (clipped) values
 (``observe_actual=True``); ``bocr-trust`` is the defaults with a trust region in the stages
 after the first (``trust_region=True``); ``bocr-probe`` is ``bocr-trust`` whose first trial is
 where the sensitivity probe's additive model puts the best network (pruning benchmark only;
-``benchmarks._probe_start``); ``bocr-flat`` is BOCR's GP with one variable per
-parameter from the first trial (no clusters); ``bocr-random`` is the defaults with clusters cut
-from random features (seeded), which measures what the layer features add; ``gp-priors`` is
-Optuna's GPSampler with BOCR's GP priors (lengthscales, noise) and nothing else changed, ``gp-
-priors-sobol`` the same with BOCR's start-up design (10 trials of a scrambled Sobol design over
-all parameters instead of random ones), ``gp-bocr-acqf`` that with BOCR's optimisation of log-
-EI too (what still differs from ``bocr-flat`` is the GP as fitted); ``tpe-uni`` is Optuna's TPE
-with independent (univariate) densities (``tpe`` is its default, multivariate for one objective
-since Optuna 5)."""
+``benchmarks._probe_start``); ``bocr-kl`` is ``bocr-trust`` with clusters cut from the probe's
+divergence curves (pruning benchmark only); ``bocr-width`` is ``bocr-trust`` with clusters of
+equally wide layers (``log2`` of the input channels; pruning benchmark only); ``bocr-flat`` is
+BOCR's GP with one variable per parameter from the first trial (no clusters); ``bocr-random`` is
+the defaults with clusters cut from random features (seeded), which measures what the layer
+features add; ``gp-priors`` is Optuna's GPSampler with BOCR's GP priors (lengthscales, noise)
+and nothing else changed, ``gp- priors-sobol`` the same with BOCR's start-up design (10 trials
+of a scrambled Sobol design over all parameters instead of random ones), ``gp-bocr-acqf`` that
+with BOCR's optimisation of log- EI too (what still differs from ``bocr-flat`` is the GP as
+fitted); ``tpe-uni`` is Optuna's TPE with independent (univariate) densities (``tpe`` is its
+default, multivariate for one objective since Optuna 5)."""
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
-PRUNING_ONLY_METHODS = ("bocr-probe",)
-"""Methods that need a network to probe: the synthetic benchmark refuses them."""
+PRUNING_ONLY_METHODS = ("bocr-probe", "bocr-kl", "bocr-width")
+"""Methods that need a network to probe or measure: the synthetic benchmark refuses them."""
 
 METHOD_LABELS = {
     "bocr": "BOCR defaults",
@@ -92,6 +98,8 @@ METHOD_LABELS = {
     "bocr-actual": "BOCR defaults, actual values observed",
     "bocr-trust": "BOCR, trust region",
     "bocr-probe": "BOCR, probe start",
+    "bocr-kl": "BOCR, probe clusters",
+    "bocr-width": "BOCR, width clusters",
     "bocr-flat": "BOCR's GP, one variable per parameter",
     "bocr-random": "BOCR defaults, random clusters",
     "bocr-clusters": "BOCR clusters only",
@@ -143,7 +151,7 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {"narrow_on_rollback": True}
     if method == "bocr-actual":
         return {"observe_actual": True}
-    if method in ("bocr-trust", "bocr-probe"):
+    if method in ("bocr-trust", "bocr-probe", "bocr-kl", "bocr-width"):
         return {"trust_region": True}
     if method in ("bocr-flat", "bocr-random"):
         return {}
@@ -213,6 +221,8 @@ def make_sampler(
         )
         if method == "bocr-flat":
             kwargs.update(n_clusters=len(search_space), rollback_at=None)
+        if method in ("bocr-kl", "bocr-width"):  # vectors: divergence curves, widths
+            kwargs.update(distance="st")
         if method == "bocr-random":
             rng = np.random.default_rng(seed)
             features = rng.random((len(search_space), 2))

@@ -1,12 +1,18 @@
-"""A first trial chosen by the sensitivity probe (benchmark method ``bocr-probe``).
+"""What the sensitivity probe gives BOCR in the benchmark: a first trial, or clusters.
 
-The probe (:func:`optuna_bocr.pruning.layer_sensitivity`) prunes each layer alone to a few
-ratios on a few validation images. Summing its per-layer losses gives an additive model of
+``bocr-probe`` starts from the probe's best network; ``bocr-kl`` cuts BOCR's clusters from
+the probe's divergence curves instead of the L1 densities. The probe
+(:func:`optuna_bocr.pruning.layer_sensitivity`) prunes each layer alone to a few ratios on a
+few validation images. Summing its per-layer losses gives an additive model of
 the accuracy lost by a network pruned to given ratios; the first trial is the proposal whose
 budgeted ratios (the objective's budget rule applied) lose the least under that model, and
 BOCR's search goes on from there. The probe's cost, in evaluations of the whole validation
 split, is stored on the study (:data:`PROBE_KEY`) with its curves, to charge to the method's
 trial budget when it is compared with samplers that need no probe.
+
+``bocr-kl`` probes each layer at :data:`PROBE_RATIOS` on :data:`CLUSTER_PROBE_IMAGES` images:
+the divergence from the unpruned network's outputs is measured image by image, so a hundred
+images resolve what the accuracy lost cannot on a thousand.
 """
 
 from __future__ import annotations
@@ -27,12 +33,15 @@ PROBE_RATIOS = (0.25, 0.5)
 """Ratios each layer is probed at: two points of the curve, enough for an additive model."""
 PROBE_IMAGES = 250
 """Validation images per probe evaluation (the first ones of the split)."""
+CLUSTER_PROBE_IMAGES = 100
+"""Validation images per probe evaluation of ``bocr-kl``."""
 N_CANDIDATES = 2048
 """Sobol proposals scored under the additive model."""
 PROBE_KEY = "bench:probe"
 """Study user attr: the probe's record (cost, curves, the start it chose)."""
 
 _CACHE: dict[str, tuple[dict[str, float], dict[str, Any]]] = {}
+_FEATURES: dict[str, tuple[Any, dict[str, Any]]] = {}
 
 
 def predicted_loss(
@@ -55,24 +64,55 @@ def predicted_loss(
     return total
 
 
-def probe_start(args: argparse.Namespace, task: str) -> tuple[dict[str, float], dict[str, Any]]:
-    """The first trial's ratios and the probe's record (cost, curves), once per process."""
-    if task in _CACHE:
-        return _CACHE[task]
+def _probe(args: argparse.Namespace, task: str, n_images: int) -> Any:
     from optuna_bocr.pruning import layer_sensitivity
 
-    objective = get_objective(args, task)
     splits = get_splits(args)
-    sens = layer_sensitivity(
+    return layer_sensitivity(
         trained_model(args, task),
         calibration=splits.train,
         validation=splits.val,
         ratios=PROBE_RATIOS,
-        n_images=PROBE_IMAGES,
+        n_images=n_images,
         n_calibration_images=args.n_calibration_images,
         device=args.device,
         seed=0,
     )
+
+
+def _record(sens: Any, full_validation_images: int) -> dict[str, Any]:
+    return {
+        "probe_ratios": list(sens.ratios),
+        "probe_images": sens.n_images,
+        "probe_evaluations": sens.n_evaluations,
+        "probe_cost_in_evaluations": sens.cost_in_evaluations(full_validation_images),
+        "probe_seconds": sens.seconds,
+        "drops": {n: d.tolist() for n, d in sens.drops.items()},
+        "divergences": {n: d.tolist() for n, d in sens.divergences.items()},
+    }
+
+
+def probe_features(args: argparse.Namespace, task: str) -> tuple[Any, dict[str, Any]]:
+    """The divergence curves as BOCR's features, and the probe's record, once per process."""
+    if task not in _FEATURES:
+        sens = _probe(args, task, CLUSTER_PROBE_IMAGES)
+        record = _record(sens, len(get_splits(args).val))
+        print(
+            f"[probe] {task}: {sens.n_evaluations} evaluations of {sens.n_images} images in "
+            f"{sens.seconds:.0f} s ({record['probe_cost_in_evaluations']:.1f} full evaluations)",
+            flush=True,
+        )
+        _FEATURES[task] = (sens.features("divergence"), record)
+    return _FEATURES[task]
+
+
+def probe_start(args: argparse.Namespace, task: str) -> tuple[dict[str, float], dict[str, Any]]:
+    """The first trial's ratios and the probe's record (cost, curves), once per process."""
+    if task in _CACHE:
+        return _CACHE[task]
+    objective = get_objective(args, task)
+    splits = get_splits(args)
+    sens = _probe(args, task, PROBE_IMAGES)
     t0 = time.perf_counter()
     names = objective.layer_names
     lbound = float(TASKS[task]["lbound"])
@@ -84,14 +124,9 @@ def probe_start(args: argparse.Namespace, task: str) -> tuple[dict[str, float], 
     best = proposals[int(np.argmin(losses))]
     start = {n: float(v) for n, v in zip(names, best, strict=True)}
     record = {
-        "probe_ratios": list(sens.ratios),
-        "probe_images": sens.n_images,
-        "probe_evaluations": sens.n_evaluations,
-        "probe_cost_in_evaluations": sens.cost_in_evaluations(len(splits.val)),
-        "probe_seconds": sens.seconds,
+        **_record(sens, len(splits.val)),
         "allocation_seconds": time.perf_counter() - t0,
         "predicted_loss": float(min(losses)),
-        "drops": {n: d.tolist() for n, d in sens.drops.items()},
         "start": start,
     }
     print(

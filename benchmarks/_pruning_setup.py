@@ -168,6 +168,18 @@ def trained_model(args: argparse.Namespace, task: str) -> Any:
     return model
 
 
+def width_features(args: argparse.Namespace, task: str, names: list[str]) -> dict[str, Any]:
+    """``log2`` of each prunable layer's input channels: clusters of equally wide layers.
+
+    In the CIFAR ResNets these are the stages (16, 32 and 64 channels); in MobileNetV1 the
+    pointwise convolutions of one width. BOCR compares them with distance ``"st"``.
+    """
+    import numpy as np
+
+    model = trained_model(args, task)
+    return {n: np.log2([float(model.get_submodule(n).in_channels)]) for n in names}
+
+
 def get_objective(args: argparse.Namespace, task: str) -> Any:
     """The task's PruningObjective (built once per process)."""
     key = f"objective-{task}-{getattr(args, 'budget_rule', 'wall')}"

@@ -55,6 +55,7 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmarks import _common as common
+from benchmarks._probe_start import probe_features
 from benchmarks._probe_start import PROBE_KEY
 from benchmarks._probe_start import probe_start
 from benchmarks._pruning_final import final_eval
@@ -70,6 +71,7 @@ from benchmarks._pruning_setup import get_splits
 from benchmarks._pruning_setup import get_storage
 from benchmarks._pruning_setup import study_name
 from benchmarks._pruning_setup import TASKS
+from benchmarks._pruning_setup import width_features
 from optuna_bocr.keys import CHECKPOINT_SHA256_KEY
 
 __all__ = [
@@ -107,11 +109,16 @@ def run_one(args: argparse.Namespace, task: str, method: str, seed: int) -> None
         pass
     objective = get_objective(args, task)
     cfg = TASKS[task]
+    features, probe_record = objective.layer_features(), None
+    if method == "bocr-kl":
+        features, probe_record = probe_features(args, task)
+    if method == "bocr-width":
+        features = width_features(args, task, objective.layer_names)
     sampler, settings = common.make_sampler(
         method,
         seed=seed,
         search_space=objective.search_space,
-        features=objective.layer_features(),
+        features=features,
         n_trials=args.n_trials,
         n_clusters=cfg["n_clusters"],
         bridge_clusters=cfg["bridge_clusters"],
@@ -135,6 +142,8 @@ def run_one(args: argparse.Namespace, task: str, method: str, seed: int) -> None
     )
     study.set_user_attr("sampler", json.loads(json.dumps(settings, default=str)))
     study.set_user_attr(CHECKPOINT_SHA256_KEY, checkpoint_fingerprint(checkpoint_path(args, task)))
+    if probe_record is not None:
+        study.set_user_attr(PROBE_KEY, probe_record)
     if method == "bocr-probe" and not study.get_trials(deepcopy=False):
         start, record = probe_start(args, task)
         study.set_user_attr(PROBE_KEY, record)

@@ -4,9 +4,10 @@ For one task of the pruning benchmark (its committed or trained checkpoint), the
 BOCRSampler's permutation test for the task's number of clusters, on the L1-importance
 densities (distances ``"eu"`` and ``"js"``) and, with ``--probe-images N``, on the
 sensitivity curves of :func:`optuna_bocr.pruning.layer_sensitivity` (each layer pruned alone
-to 0.1, 0.25, 0.5 and 0.75, top-1 on the first N validation images; distance ``"st"``). The
-probe's cost is printed in evaluations and seconds. With ``--out``, the probe's curves, its
-cost and the p-values are written as JSON.
+to 0.1, 0.25, 0.5 and 0.75 on the first N validation images: the divergence of the outputs
+and the top-1 accuracy lost, each as its own features; distance ``"st"``). The probe's cost
+is printed in evaluations and seconds. With ``--out``, the probe's curves, its cost and the
+p-values are written as JSON.
 
 Example::
 
@@ -94,10 +95,12 @@ def main(argv: list[str] | None = None) -> None:
             device=args.device,
             show_progress_bar=True,
         )
-        result["p_probe_st"] = pvalue(probe.features(), "st")
+        result["p_probe_kl"] = pvalue(probe.features("divergence"), "st")
+        result["p_probe_top1"] = pvalue(probe.features("top1"), "st")
         result["probe"] = {
             "ratios": list(probe.ratios),
             "drops": {n: d.tolist() for n, d in probe.drops.items()},
+            "divergences": {n: d.tolist() for n, d in probe.divergences.items()},
             "baseline_top1": probe.baseline_top1,
             "n_images": probe.n_images,
             "n_evaluations": probe.n_evaluations,
@@ -105,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
         }
         print(
             f"probe ({probe.n_evaluations} evaluations of {probe.n_images} images, "
-            f"{probe.seconds:.0f} s): p = {result['p_probe_st']:.2f}",
+            f"{probe.seconds:.0f} s): p = {result['p_probe_kl']:.2f} on the divergences, "
+            f"{result['p_probe_top1']:.2f} on the accuracy lost",
             flush=True,
         )
     if args.out:

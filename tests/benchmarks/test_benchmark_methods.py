@@ -55,7 +55,14 @@ def test_what_the_gp_observes(method: str, observe: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("method", "trust"), [("bocr", True), ("bocr-trust", True), ("bocr-probe", True)]
+    ("method", "trust"),
+    [
+        ("bocr", True),
+        ("bocr-trust", True),
+        ("bocr-probe", True),
+        ("bocr-kl", True),
+        ("bocr-width", True),
+    ],
 )
 def test_trust_region_is_the_default(method: str, trust: bool) -> None:
     sampler, _ = common.make_sampler(

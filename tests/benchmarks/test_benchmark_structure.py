@@ -36,11 +36,12 @@ def test_structure_report_on_the_committed_checkpoint(
     result = json.loads(out.read_text())
     assert result["fingerprint"] == "32078429fd540304"
     assert result["n_layers"] == 9 and result["n_clusters"] == 3
-    for key in ("p_l1_eu", "p_l1_js", "p_probe_st"):
+    for key in ("p_l1_eu", "p_l1_js", "p_probe_kl", "p_probe_top1"):
         assert 0.0 < result[key] <= 1.0
     probe = result["probe"]
     assert probe["n_evaluations"] == 1 + 9 * 4 and probe["n_images"] == 32
-    assert len(probe["drops"]) == 9 and all(len(d) == 4 for d in probe["drops"].values())
+    for curves in (probe["drops"], probe["divergences"]):
+        assert len(curves) == 9 and all(len(d) == 4 for d in curves.values())
     assert "probe (37 evaluations of 32 images" in capsys.readouterr().out
 
 

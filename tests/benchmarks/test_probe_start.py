@@ -32,10 +32,11 @@ def test_a_gain_counts_as_no_loss_and_harsher_ratios_extrapolate() -> None:
     assert predicted_loss(DROPS, RATIOS, {"a": 0.1, "b": 1.0}) == pytest.approx(5.8)
 
 
-def test_the_synthetic_benchmark_refuses_the_probe_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["bocr-probe", "bocr-kl", "bocr-width"])
+def test_the_synthetic_benchmark_refuses_the_probe_methods(tmp_path: Path, method: str) -> None:
     from benchmarks import synthetic
 
-    argv = ["--methods", "bocr-probe", "--tasks", "grouped27", "--seeds", "1"]
-    with pytest.raises(SystemExit, match=r"unknown value\(s\) \['bocr-probe'\]"):
+    argv = ["--methods", method, "--tasks", "grouped27", "--seeds", "1"]
+    with pytest.raises(SystemExit, match=rf"unknown value\(s\) \['{method}'\]"):
         synthetic.main([*argv, "--n-trials", "2", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()  # refused before any work or write

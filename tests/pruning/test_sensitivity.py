@@ -11,6 +11,7 @@ from optuna_bocr import BOCRSampler
 from optuna_bocr.data import DataSplits
 from optuna_bocr.pruning import layer_sensitivity
 from optuna_bocr.pruning import LayerSensitivity
+from optuna_bocr.pruning._sensitivity import DIVERGENCE_FLOOR
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +37,26 @@ def test_curves_cost_and_features(probe: LayerSensitivity) -> None:
     drops = np.stack(list(probe.drops.values()))
     assert drops[:, 0].mean() > drops[:, 1].mean()
     assert drops[:, 0].max() > 1.0
-    vectors = probe.features().vectors
+    vectors = probe.features("top1").vectors
     stacked = np.stack([vectors[n] for n in probe.drops])
     assert stacked.min() >= 0.0
     assert stacked.max() == pytest.approx(np.log1p(drops.max()))
+
+
+def test_divergence_curves_resolve_mild_pruning(probe: LayerSensitivity) -> None:
+    kl = np.stack([probe.divergences[n] for n in probe.drops])
+    assert kl.shape == (9, 2)
+    assert kl.min() >= 0.0
+    # Every layer moves the predictions more at 10% of its channels than at 90%, even
+    # where 300 images cannot tell the two apart in accuracy.
+    assert (kl[:, 0] > kl[:, 1]).all()
+    assert (kl[:, 1] > 0.0).all()
+    # The default features are the logarithm of the divergence above a floor.
+    vectors = probe.features().vectors
+    stacked = np.stack([vectors[n] for n in probe.drops])
+    assert stacked == pytest.approx(np.log(kl + DIVERGENCE_FLOOR))
+    with pytest.raises(ValueError, match="measure"):
+        probe.features("loss")
 
 
 def test_sampler_clusters_on_the_curves(probe: LayerSensitivity) -> None:
