@@ -145,6 +145,20 @@ def _seed_test_lines(
     ]
 
 
+def _first_complete(recs: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """The records up to and including the ``n``-th complete trial.
+
+    A study extended past the report's trial budget is read as it stood at that budget,
+    so its times and columns match a run of exactly ``n`` trials.
+    """
+    done = 0
+    for i, r in enumerate(recs):
+        done += r["state"] == "COMPLETE"
+        if done == n:
+            return recs[: i + 1]
+    return recs
+
+
 def report(
     args: argparse.Namespace, tasks: list[str], methods: list[str], seeds: list[int]
 ) -> str:
@@ -166,7 +180,7 @@ def report(
                     )
                 except KeyError:
                     continue
-                recs = common.trial_records(study)
+                recs = _first_complete(common.trial_records(study), args.n_trials)
                 data.setdefault(method, {})[seed] = recs
                 settings = study.user_attrs.get("sampler", {})
                 if settings.get("structure_pvalue") is not None:

@@ -119,6 +119,12 @@ def test_pruning_benchmark_runs_reports_and_resumes(
     assert [(t.params, t.value) for t in trials[:3]] == before
     assert "[train]" not in capsys.readouterr().out  # the checkpoint is reused
 
+    # A report at a smaller budget reads each study as it stood at that budget.
+    pruning_script.main(_argv(tmp_path, 3, "--report-only", "--skip-final"))
+    with open(out / "raw.csv") as f:
+        gp_trials = [r["trial"] for r in csv.DictReader(f) if r["method"] == "gp"]
+    assert gp_trials == ["0", "1", "2"]
+
     # A lost checkpoint is trained again bit for bit (seeded weights and data order), so the
     # studies resume; a checkpoint that differs from the one a study was run with is refused.
     checkpoint = next((tmp_path / "work" / "checkpoints").glob("resnet20-*.pt"))
