@@ -48,6 +48,7 @@ BOCR_METHODS = (
     "bocr-probe",
     "bocr-kl",
     "bocr-width",
+    "bocr-small",
     "bocr-flat",
     "bocr-random",
 )
@@ -63,6 +64,7 @@ EXTRA_METHODS = (
     "bocr-probe",
     "bocr-kl",
     "bocr-width",
+    "bocr-small",
     "bocr-flat",
     "bocr-random",
     "gp-priors",
@@ -75,19 +77,20 @@ checked from 15% / 30% of the budget instead of 40% / 65%; ``bocr-box`` is the d
 each new stage narrowed to the top-k box (``narrow_on_rollback=True``); ``bocr-actual`` is the
 defaults but with the GP observing the objective's actual (clipped) values
 (``observe_actual=True``); ``bocr-trust`` is the defaults with a trust region in the stages
-after the first (``trust_region=True``); ``bocr-probe`` is ``bocr-trust`` whose first trial is
-where the sensitivity probe's additive model puts the best network (pruning benchmark only;
-``benchmarks._probe_start``); ``bocr-kl`` is ``bocr-trust`` with clusters cut from the probe's
-divergence curves (pruning benchmark only); ``bocr-width`` is ``bocr-trust`` with clusters of
-equally wide layers (``log2`` of the input channels; pruning benchmark only); ``bocr-flat`` is
-BOCR's GP with one variable per parameter from the first trial (no clusters); ``bocr-random`` is
-the defaults with clusters cut from random features (seeded), which measures what the layer
-features add; ``gp-priors`` is Optuna's GPSampler with BOCR's GP priors (lengthscales, noise)
-and nothing else changed, ``gp- priors-sobol`` the same with BOCR's start-up design (10 trials
-of a scrambled Sobol design over all parameters instead of random ones), ``gp-bocr-acqf`` that
-with BOCR's optimisation of log- EI too (what still differs from ``bocr-flat`` is the GP as
-fitted); ``tpe-uni`` is Optuna's TPE with independent (univariate) densities (``tpe`` is its
-default, multivariate for one objective since Optuna 5)."""
+after the first (``trust_region=True``, first side 0.8, TuRBO's); ``bocr-small`` is that with a
+first side of 0.2 (``trust_region_length=0.2``); ``bocr-probe`` is ``bocr-trust`` whose first
+trial is where the sensitivity probe's additive model puts the best network (pruning benchmark
+only; ``benchmarks._probe_start``); ``bocr-kl`` is ``bocr-trust`` with clusters cut from the
+probe's divergence curves (pruning benchmark only); ``bocr-width`` is ``bocr-trust`` with
+clusters of equally wide layers (``log2`` of the input channels; pruning benchmark only);
+``bocr-flat`` is BOCR's GP with one variable per parameter from the first trial (no clusters);
+``bocr-random`` is the defaults with clusters cut from random features (seeded), which measures
+what the layer features add; ``gp-priors`` is Optuna's GPSampler with BOCR's GP priors
+(lengthscales, noise) and nothing else changed, ``gp-priors-sobol`` the same with BOCR's
+start-up design (10 trials of a scrambled Sobol design over all parameters instead of random
+ones), ``gp-bocr-acqf`` that with BOCR's optimisation of log-EI too (what still differs from
+``bocr-flat`` is the GP as fitted); ``tpe-uni`` is Optuna's TPE with independent (univariate)
+densities (``tpe`` is its default, multivariate for one objective since Optuna 5)."""
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 PRUNING_ONLY_METHODS = ("bocr-probe", "bocr-kl", "bocr-width")
 """Methods that need a network to probe or measure: the synthetic benchmark refuses them."""
@@ -100,6 +103,7 @@ METHOD_LABELS = {
     "bocr-probe": "BOCR, probe start",
     "bocr-kl": "BOCR, probe clusters",
     "bocr-width": "BOCR, width clusters",
+    "bocr-small": "BOCR, trust region from 0.2",
     "bocr-flat": "BOCR's GP, one variable per parameter",
     "bocr-random": "BOCR defaults, random clusters",
     "bocr-clusters": "BOCR clusters only",
@@ -152,7 +156,9 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
     if method == "bocr-actual":
         return {"observe_actual": True}
     if method in ("bocr-trust", "bocr-probe", "bocr-kl", "bocr-width"):
-        return {"trust_region": True}
+        return {"trust_region": True, "trust_region_length": 0.8}
+    if method == "bocr-small":
+        return {"trust_region": True, "trust_region_length": 0.2}
     if method in ("bocr-flat", "bocr-random"):
         return {}
     if method == "bocr-clusters":

@@ -75,13 +75,22 @@ def _paired_lines(
     bests: dict[str, dict[int, np.ndarray]], cps: list[int], args: argparse.Namespace
 ) -> list[str]:
     """The reference BOCR variant (``--reference``, default ``bocr``) against GPSampler,
-    CMA-ES, TPE, random search, the paper's schedules and BOCR's defaults, paired per seed,
-    at each checkpoint."""
+    CMA-ES, TPE, random search, the paper's schedules and BOCR's defaults (``bocr``, and
+    ``bocr-trust`` with TuRBO's first side), paired per seed, at each checkpoint."""
     reference = getattr(args, "reference", "bocr")
     if reference not in bests:
         return []
     rows = []
-    for ref in ("gp", "cmaes", "tpe", "random", "bocr-direct", "bocr-gradual", "bocr"):
+    for ref in (
+        "gp",
+        "cmaes",
+        "tpe",
+        "random",
+        "bocr-direct",
+        "bocr-gradual",
+        "bocr",
+        "bocr-trust",
+    ):
         if ref not in bests or ref == reference:
             continue
         cells = []

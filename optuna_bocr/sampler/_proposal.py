@@ -28,6 +28,7 @@ from optuna_bocr.sampler._schedule import rollback_bounds
 from optuna_bocr.sampler._schedule import Schedule
 from optuna_bocr.sampler._schedule import should_advance
 from optuna_bocr.sampler._space import StageSpace
+from optuna_bocr.sampler._trust_region import INIT_LENGTH
 from optuna_bocr.sampler._trust_region import TrustRegion
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ class Plan:
             the trials' params.
         trust_region: Whether the stages after the first confine the acquisition to a
             trust region around the incumbent (:mod:`~optuna_bocr.sampler._trust_region`).
+        trust_region_length: Side of the trust region's box when a stage opens and after a
+            restart (unit cube of the stage, before the lengthscale weighting).
     """
 
     names: tuple[str, ...]
@@ -73,6 +76,7 @@ class Plan:
     narrow_on_rollback: bool = True
     observe_actual: bool = False
     trust_region: bool = False
+    trust_region_length: float = INIT_LENGTH
 
 
 class Proposal(NamedTuple):
@@ -167,7 +171,12 @@ def _trust_region(
     numbers = np.asarray(history.obs_numbers)
     before = history.obs_values[numbers < stage_start]
     best_before = float(before.max()) if len(before) else -math.inf
-    return TrustRegion.replay(best_before, history.obs_values[numbers >= stage_start], dim)
+    return TrustRegion.replay(
+        best_before,
+        history.obs_values[numbers >= stage_start],
+        dim,
+        init_length=plan.trust_region_length,
+    )
 
 
 def _sobol_candidates(seed: int, dim: int, number: int, rng: np.random.Generator) -> np.ndarray:

@@ -31,6 +31,8 @@ from optuna_bocr.sampler._schedule import make_schedule
 from optuna_bocr.sampler._space import StageSpace
 from optuna_bocr.sampler._space import validate_search_space
 from optuna_bocr.sampler._stages import cluster_stages
+from optuna_bocr.sampler._trust_region import check_length
+from optuna_bocr.sampler._trust_region import INIT_LENGTH
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -140,6 +142,12 @@ class BOCRSampler(BaseSampler):
             after 3 new bests in a row and halves after ``max(4, ceil(k / 5))`` trials
             without one (``k`` variables). ``False``: the stage's whole bounds, as the
             original BOCR (measured: benchmarks/README.md).
+        trust_region_length:
+            Side of that box when a stage opens, and when it starts again after shrinking
+            below 1/32 (in the stage's unit cube, before the lengthscale weighting; at most
+            1.6). TuRBO's 0.8 suits a search that starts from nothing; a finer stage starts
+            from the coarse stage's best trial, and on the pruning benchmark boxes of 0.4
+            and wider rarely held a new best (benchmarks/README.md).
         top_k:
             Number of best COMPLETE trials whose cluster values set the bounds of a new
             stage (with ``narrow_on_rollback``).
@@ -190,6 +198,7 @@ class BOCRSampler(BaseSampler):
         narrow_on_rollback: bool = False,
         observe_actual: bool = False,
         trust_region: bool = True,
+        trust_region_length: float = INIT_LENGTH,
         top_k: int = 10,
         n_startup_trials: int = 10,
         seed: int | None = None,
@@ -220,6 +229,7 @@ class BOCRSampler(BaseSampler):
         ):
             if not isinstance(value, bool):
                 raise TypeError(f"{flag} must be a bool, got {value!r}.")
+        trust_region_length = check_length(trust_region_length)
         schedule = make_schedule(
             dims=dims,
             n_clusters=n_clusters,
@@ -253,6 +263,7 @@ class BOCRSampler(BaseSampler):
             narrow_on_rollback=narrow_on_rollback,
             observe_actual=observe_actual,
             trust_region=trust_region,
+            trust_region_length=trust_region_length,
         )
         self._layout = _storage.layout_record(self._names, lows, highs, self._clusters)
         self._independent_sampler = independent_sampler or RandomSampler(seed=seed)

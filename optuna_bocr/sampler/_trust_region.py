@@ -35,6 +35,23 @@ RELATIVE_IMPROVEMENT = 1e-3
 """A value is a new best when it beats the best by more than this fraction of ``|best|``."""
 
 
+def check_length(value: object) -> float:
+    """``value`` as a first side of the box, or an error saying what is allowed.
+
+    Raises:
+        TypeError: ``value`` is not a number.
+        ValueError: ``value`` is outside ``[MIN_LENGTH, MAX_LENGTH]``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"trust_region_length must be a number, got {value!r}.")
+    if not MIN_LENGTH <= value <= MAX_LENGTH:
+        raise ValueError(
+            f"trust_region_length must be a number in [{MIN_LENGTH}, {MAX_LENGTH}] (the side "
+            f"of the box in the stage's unit cube), got {value!r}."
+        )
+    return float(value)
+
+
 def failure_tolerance(dim: int) -> int:
     """Trials without a new best in a row that halve the box of a ``dim``-variable stage.
 
@@ -58,7 +75,14 @@ class TrustRegion:
     restarts: int
 
     @classmethod
-    def replay(cls, best_before: float, values: ArrayLike, dim: int) -> TrustRegion:
+    def replay(
+        cls,
+        best_before: float,
+        values: ArrayLike,
+        dim: int,
+        *,
+        init_length: float = INIT_LENGTH,
+    ) -> TrustRegion:
         """The state after the stage's observations, in trial order.
 
         Args:
@@ -66,8 +90,10 @@ class TrustRegion:
                 opened; ``-inf`` if none.
             values: Oriented values of the stage's observations, in trial-number order.
             dim: Number of variables of the stage.
+            init_length: Side when the stage opens and after a restart (the sampler's is
+                :data:`INIT_LENGTH`; other values replay studies run with another).
         """
-        length, restarts = INIT_LENGTH, 0
+        length, restarts = init_length, 0
         best = best_before
         successes = failures = 0
         fail_tol = failure_tolerance(dim)
@@ -82,7 +108,7 @@ class TrustRegion:
             elif failures >= fail_tol:
                 length, failures = length / 2.0, 0
                 if length < MIN_LENGTH:
-                    length, restarts = INIT_LENGTH, restarts + 1
+                    length, restarts = init_length, restarts + 1
         return cls(length, restarts)
 
     def box(self, center: np.ndarray, lengthscales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -41,8 +41,29 @@ def test_length_doubles_on_successes_halves_on_failures_and_restarts() -> None:
     assert TrustRegion.replay(10.0, [9.0] * 3 + [11.0] + [9.0] * 3, 6).length == INIT_LENGTH
     assert TrustRegion.replay(10.0, [10.005] * 4, 6).length == INIT_LENGTH / 2
     # Five halvings take the side below MIN_LENGTH: it starts again, once.
-    state = TrustRegion.replay(10.0, [9.0] * (5 * 4), 6)
-    assert (state.length, state.restarts) == (INIT_LENGTH, 1)
+    state = TrustRegion.replay(10.0, [9.0] * (5 * 4), 6, init_length=0.8)
+    assert (state.length, state.restarts) == (0.8, 1)
+    # From a first side of 0.2, three halvings do (0.025 < 1/32), and it starts at 0.2 again.
+    state = TrustRegion.replay(10.0, [9.0] * (3 * 4 - 1), 6, init_length=0.2)
+    assert (state.length, state.restarts) == (0.05, 0)
+    state = TrustRegion.replay(10.0, [9.0] * (3 * 4), 6, init_length=0.2)
+    assert (state.length, state.restarts) == (0.2, 1)
+
+
+def test_the_first_side_is_checked_before_any_work() -> None:
+    space = {f"p{i}": FloatDistribution(0.1, 1.0) for i in range(4)}
+    features = np.eye(4)
+    sampler = BOCRSampler(space, features=features, n_clusters=2, trust_region_length=0.4)
+    assert sampler._plan.trust_region_length == 0.4
+    assert BOCRSampler(space, features=features, n_clusters=2)._plan.trust_region_length == (
+        INIT_LENGTH
+    )
+    for bad in (0.0, 0.01, 2.0, -0.2):
+        with pytest.raises(ValueError, match=r"trust_region_length must be a number in \["):
+            BOCRSampler(space, features=features, n_clusters=2, trust_region_length=bad)
+    for bad in (True, "0.2", None):
+        with pytest.raises(TypeError, match="trust_region_length must be a number"):
+            BOCRSampler(space, features=features, n_clusters=2, trust_region_length=bad)
 
 
 def test_box_is_weighted_by_the_lengthscales_and_stays_in_the_cube() -> None:

@@ -1,0 +1,178 @@
+"""Which trust-region sides find new bests? BOCR's finer stages, replayed per trial.
+
+For every study of the given BOCR methods in a storage, the trust region of the stages
+after the first (:class:`~optuna_bocr.sampler._trust_region.TrustRegion`) is replayed
+from the trials in order, as the sampler replays it, so each trial of those stages gets the
+side of the box it was proposed in. Grouped by that side, it prints how many trials were
+proposed, how far they landed below the best trial before them (median, in the objective's
+units) and how many were a new best (beating it by the sampler's relative threshold).
+
+The side depends on the first side the studies ran with (``--init-length``): the journal
+does not record it.
+
+Example::
+
+    python -m benchmarks.box_yield \\
+        --storage benchmarks/results/pruning-resnet56-scale/studies.log \\
+        --methods bocr-trust --init-length 0.8 --n-trials 100
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+import json
+import math
+from pathlib import Path
+import re
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+
+from benchmarks import _common as common
+from benchmarks._pruning_setup import get_storage
+from optuna_bocr.keys import STAGE_KEY
+from optuna_bocr.sampler._trust_region import INIT_LENGTH
+from optuna_bocr.sampler._trust_region import RELATIVE_IMPROVEMENT
+from optuna_bocr.sampler._trust_region import TrustRegion
+
+
+def _method_of(study_name: str) -> str | None:
+    """The method of a benchmark study name (``...-<method>-seed<k>``), or ``None``."""
+    m = re.search(r"-(bocr[a-z0-9-]*)-seed\d+$", study_name)
+    return m.group(1) if m else None
+
+
+def box_yield(
+    storage: optuna.storages.BaseStorage,
+    methods: list[str],
+    *,
+    init_length: float,
+    n_trials: int | None = None,
+) -> dict[str, Any]:
+    """Trials, median distance below the best and new bests, per side of the box.
+
+    Args:
+        storage: The benchmark's storage.
+        methods: BOCR methods whose studies to read.
+        init_length: First side of the box the studies ran with.
+        n_trials: Read each study as it stood after this many trials (``None``: all).
+
+    Raises:
+        ValueError: The methods' studies have no trial in a stage after the first.
+    """
+    below: dict[float, list[float]] = defaultdict(list)
+    new_best: dict[float, int] = defaultdict(int)
+    n_studies = 0
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        if _method_of(s.study_name) not in methods:
+            continue
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
+        done = [
+            t
+            for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+            if t.state == TrialState.COMPLETE
+            and t.value is not None
+            and (n_trials is None or t.number < n_trials)
+        ]
+        stages = [int(t.user_attrs.get(STAGE_KEY, 0)) for t in done]
+        if not done or max(stages) == 0:
+            continue
+        n_studies += 1
+        values = [sign * float(t.value) for t in done]  # type: ignore[arg-type]
+        last = max(stages)
+        dim = len(done[0].params)
+        start = stages.index(last)
+        best_before = max(values[:start]) if start else -math.inf
+        for i in range(start, len(done)):
+            state = TrustRegion.replay(best_before, values[start:i], dim, init_length=init_length)
+            side = round(state.length, 6)
+            best = max(values[:i]) if i else -math.inf
+            below[side].append(values[i] - best)
+            new_best[side] += int(values[i] > best + RELATIVE_IMPROVEMENT * abs(best))
+    if not below:
+        raise ValueError(
+            f"no study of {', '.join(methods)} in this storage has trials in a stage after "
+            "the first; run benchmarks.pruning with a BOCR method that rolls back"
+        )
+    rows = [
+        {
+            "side": side,
+            "trials": len(below[side]),
+            "median_below_best": float(np.median(below[side])),
+            "new_bests": new_best[side],
+        }
+        for side in sorted(below)
+    ]
+    return {
+        "methods": methods,
+        "init_length": init_length,
+        "n_trials": n_trials,
+        "studies": n_studies,
+        "rows": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--storage", required=True, help="the benchmark's storage")
+    p.add_argument("--methods", default="bocr-trust", help="comma-separated BOCR methods")
+    p.add_argument(
+        "--init-length",
+        type=float,
+        default=INIT_LENGTH,
+        help=f"first side of the box the studies ran with (default {INIT_LENGTH})",
+    )
+    p.add_argument(
+        "--n-trials", type=int, default=None, help="read each study's first N trials only"
+    )
+    p.add_argument("--out", default=None, help="also write the result here (JSON)")
+    args = p.parse_args(argv)
+    if "://" not in args.storage and not Path(args.storage).is_file():
+        p.error(f"no storage file {args.storage}: give the journal file of a benchmark run")
+    methods = [m for m in args.methods.split(",") if m]
+    if not methods or any(not m.startswith("bocr") for m in methods):
+        p.error("--methods must name BOCR methods, e.g. bocr-trust")
+    if not 0.0 < args.init_length <= 2.0:
+        p.error(f"--init-length must be in (0, 2], got {args.init_length}")
+    if args.n_trials is not None and args.n_trials < 1:
+        p.error(f"--n-trials must be at least 1, got {args.n_trials}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        result = box_yield(
+            get_storage(args.storage),
+            methods,
+            init_length=args.init_length,
+            n_trials=args.n_trials,
+        )
+    except ValueError as e:
+        p.error(str(e))
+    upto = f", first {args.n_trials} trials" if args.n_trials else ""
+    print(
+        f"{result['studies']} studies of {', '.join(methods)}{upto}, first side {args.init_length}"
+    )
+    print(
+        common.markdown_table(
+            ["side", "trials", "median below the best", "new bests"],
+            [
+                [
+                    f"{r['side']:g}",
+                    str(r["trials"]),
+                    f"{r['median_below_best']:+.2f}",
+                    str(r["new_bests"]),
+                ]
+                for r in result["rows"]
+            ],
+        )
+    )
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

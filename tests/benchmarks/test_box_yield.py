@@ -1,0 +1,77 @@
+"""Trust-region sides replayed over the trials of a journal storage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+from optuna.distributions import FloatDistribution
+import pytest
+
+from benchmarks import box_yield
+from optuna_bocr.keys import STAGE_KEY
+
+PREFIX = "pruning-toy-flops0.5-val10-scale"
+NAMES = [f"p{i}" for i in range(6)]  # 6 variables: the box halves after 4 failures
+
+
+def _storage(path: Path, stage1_values: list[float]) -> str:
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    study = optuna.create_study(
+        storage=storage, study_name=f"{PREFIX}-bocr-trust-seed0", direction="maximize"
+    )
+    dist = {n: FloatDistribution(0.1, 1.0) for n in NAMES}
+    values = [(0, v) for v in (80.0, 85.0, 90.0)] + [(1, v) for v in stage1_values]
+    for stage, v in values:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={n: 0.5 for n in NAMES},
+                distributions=dist,
+                value=v,
+                user_attrs={STAGE_KEY: stage},
+            )
+        )
+    return str(path)
+
+
+def test_each_trial_gets_the_side_it_was_proposed_in(tmp_path: Path) -> None:
+    # Four failures at the first side halve it; the fifth trial, a new best, is in the half.
+    path = _storage(tmp_path / "studies.log", [89.0, 88.0, 90.0, 87.0, 92.0, 91.0])
+    out = tmp_path / "yield.json"
+    box_yield.main(["--storage", path, "--init-length", "0.8", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["studies"] == 1
+    rows = {r["side"]: r for r in result["rows"]}
+    assert set(rows) == {0.4, 0.8}
+    assert (rows[0.8]["trials"], rows[0.8]["new_bests"]) == (4, 0)
+    assert rows[0.8]["median_below_best"] == pytest.approx(-1.5)
+    assert (rows[0.4]["trials"], rows[0.4]["new_bests"]) == (2, 1)
+    # The first 7 trials only: the first side's four, and one in the half.
+    box_yield.main(
+        ["--storage", path, "--n-trials", "8", "--init-length", "0.8", "--out", str(out)]
+    )
+    rows = {r["side"]: r for r in json.loads(out.read_text())["rows"]}
+    assert (rows[0.8]["trials"], rows[0.4]["trials"], rows[0.4]["new_bests"]) == (4, 1, 1)
+    # The same trials replayed from a first side of 0.2.
+    box_yield.main(["--storage", path, "--init-length", "0.2", "--out", str(out)])
+    assert {r["side"] for r in json.loads(out.read_text())["rows"]} == {0.1, 0.2}
+
+
+def test_missing_storage_and_no_later_stage_are_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        box_yield.main(["--storage", str(tmp_path / "none.log")])
+    assert "no storage file" in capsys.readouterr().err
+    path = _storage(tmp_path / "studies.log", [])
+    with pytest.raises(SystemExit):
+        box_yield.main(["--storage", path])
+    err = capsys.readouterr().err
+    assert "no study of bocr-trust" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        box_yield.main(["--storage", path, "--methods", "cmaes"])
+    assert "BOCR methods" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        box_yield.main(["--storage", path, "--n-trials", "0"])
+    assert "--n-trials must be at least 1" in capsys.readouterr().err
