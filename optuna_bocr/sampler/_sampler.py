@@ -145,9 +145,10 @@ class BOCRSampler(BaseSampler):
         trust_region_length:
             Side of that box when a stage opens, and when it starts again after shrinking
             below 1/32 (in the stage's unit cube, before the lengthscale weighting; at most
-            1.6). TuRBO's 0.8 suits a search that starts from nothing; a finer stage starts
-            from the coarse stage's best trial, and on the pruning benchmark boxes of 0.4
-            and wider rarely held a new best (benchmarks/README.md).
+            1.6). The default is TuRBO's 0.8. A finer stage starts from the coarse stage's
+            best trial, and on the pruning benchmark boxes of 0.4 and wider held few new
+            bests; yet a first side of 0.2 measured within noise of 0.8 (a little better on
+            ResNet-56, a little worse on ResNet-20; benchmarks/README.md).
         top_k:
             Number of best COMPLETE trials whose cluster values set the bounds of a new
             stage (with ``narrow_on_rollback``).
