@@ -148,7 +148,8 @@ class BOCRSampler(BaseSampler):
             1.6). The default is TuRBO's 0.8. A finer stage starts from the coarse stage's
             best trial, and on the pruning benchmark boxes of 0.4 and wider held few new
             bests; yet a first side of 0.2 measured within noise of 0.8 (a little better on
-            ResNet-56, a little worse on ResNet-20; benchmarks/README.md).
+            ResNet-56, a little worse on ResNet-20, level on MobileNetV1;
+            benchmarks/README.md).
         top_k:
             Number of best COMPLETE trials whose cluster values set the bounds of a new
             stage (with ``narrow_on_rollback``).
