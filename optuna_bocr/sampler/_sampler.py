@@ -378,7 +378,7 @@ class BOCRSampler(BaseSampler):
     def _retried_proposal(self, trial: FrozenTrial) -> np.ndarray | None:
         """The failed trial's proposal, if ``trial`` is its retry (all of it, never a mix).
 
-        Optuna's :class:`~optuna.storages.RetryFailedTrialCallback` copies the failed
+        Optuna's :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` copies the failed
         trial's system attrs (its stored proposal among them) and params onto the retry;
         a fresh proposal would give the parameters the failed trial did not reach other
         values, a point that BOCR never proposed.

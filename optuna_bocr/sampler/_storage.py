@@ -49,7 +49,7 @@ LAYOUT_ATTR = _keys.SYSTEM_ATTR_PREFIX + "layout"
 """System attr: the parameter names and ranges and each stage's clusters (see
 :func:`layout_record`). The one on the lowest-numbered trial is the study's."""
 RETRY_OF_ATTR = "failed_trial"
-"""System attr that :class:`optuna.storages.RetryFailedTrialCallback` sets on a retry (the
+"""System attr that :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` sets on a retry (the
 number of the failed trial); the retry inherits the failed trial's system attrs."""
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.storages import RDBStorage
-from optuna.storages import RetryFailedTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 import pytest
 
@@ -91,7 +91,7 @@ def test_a_retried_trial_gets_the_failed_trials_whole_proposal(tmp_path: Path) -
         f"sqlite:///{tmp_path / 'db.sqlite3'}",
         heartbeat_interval=1,
         grace_period=1,
-        heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1),
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
     )
     study = optuna.create_study(
         storage=storage, study_name="s", direction="maximize", sampler=_sampler()
