@@ -233,7 +233,7 @@ def make_sampler(
             rng = np.random.default_rng(seed)
             features = rng.random((len(search_space), 2))
             kwargs.update(distance="st", check_structure=False, unstructured_fallback=False)
-        sampler = BOCRSampler(dict(search_space), features=features, **kwargs)
+        sampler: BaseSampler = BOCRSampler(dict(search_space), features=features, **kwargs)
         return sampler, {"class": "BOCRSampler", **kwargs}
     if method == "gp":
         return optuna.samplers.GPSampler(seed=seed), {"class": "GPSampler", "seed": seed}
