@@ -73,6 +73,7 @@ from benchmarks._pruning_setup import get_storage
 from benchmarks._pruning_setup import study_name
 from benchmarks._pruning_setup import TASKS
 from benchmarks._pruning_setup import width_features
+from optuna_bocr import BOCRSampler
 from optuna_bocr.keys import CHECKPOINT_SHA256_KEY
 
 __all__ = [
@@ -125,7 +126,7 @@ def run_one(args: argparse.Namespace, task: str, method: str, seed: int) -> None
         bridge_clusters=cfg["bridge_clusters"],
         distance=args.distance,
     )
-    if hasattr(sampler, "structure_pvalue"):  # BOCR: its verdict on the layer features
+    if isinstance(sampler, BOCRSampler):  # its verdict on the layer features
         settings = {
             **settings,
             "structure_pvalue": sampler.structure_pvalue,

@@ -20,9 +20,14 @@ import argparse
 import json
 from pathlib import Path
 import time
+from typing import Literal
+from typing import TYPE_CHECKING
 
 from benchmarks import _common as common
 from benchmarks import pruning
+
+if TYPE_CHECKING:
+    from optuna_bocr import ParameterFeatures
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,14 +69,15 @@ def main(argv: list[str] | None = None) -> None:
         "n_layers": len(objective.search_space),
     }
 
-    def pvalue(features: object, distance: str) -> float:
+    def pvalue(features: ParameterFeatures, distance: Literal["eu", "js", "st"]) -> float:
         sampler = BOCRSampler(
             objective.search_space, features=features, distance=distance, n_clusters=k
         )
         assert sampler.structure_pvalue is not None
         return float(sampler.structure_pvalue)
 
-    for distance in ("eu", "js"):
+    distances: tuple[Literal["eu", "js"], ...] = ("eu", "js")
+    for distance in distances:
         result[f"p_l1_{distance}"] = pvalue(objective.layer_features(), distance)
         print(f"L1 densities, {distance}: p = {result[f'p_l1_{distance}']:.2f}", flush=True)
     if args.probe_images:

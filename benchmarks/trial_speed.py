@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ def bench(
     forward_time = 0.0
     evaluate_model = objective._evaluate_model
 
-    def timed(*args: object) -> tuple[float, float | None]:
+    def timed(*args: Any) -> Any:
         nonlocal forward_time
         _sync(device)
         t0 = time.perf_counter()
@@ -75,7 +76,7 @@ def bench(
         forward_time += time.perf_counter() - t0
         return out
 
-    objective._evaluate_model = timed  # type: ignore[method-assign]
+    objective._evaluate_model = timed  # type: ignore[method-assign,assignment]
     rng = np.random.default_rng(0)
     totals, forwards = [], []
     objective.evaluate(dict.fromkeys(objective.search_space, 0.5))  # warm-up
