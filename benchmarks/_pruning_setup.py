@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+import re
 import time
 from typing import Any
 
@@ -244,3 +245,9 @@ def study_name(args: argparse.Namespace, task: str, method: str, seed: int) -> s
         f"pruning-{task}-flops{args.flops_ratio:g}-val{args.val_size}{precision}{evaluation}"
         f"-{method}-seed{seed}"
     )
+
+
+def method_and_seed(name: str) -> tuple[str, int] | None:
+    """``(method, seed)`` of a study named by :func:`study_name`, or ``None``."""
+    m = re.search(r"-((?:bocr|gp|tpe|cmaes|random)[a-z0-9-]*)-seed(\d+)$", name)
+    return (m.group(1), int(m.group(2))) if m else None

@@ -24,7 +24,6 @@ from collections import defaultdict
 import json
 import math
 from pathlib import Path
-import re
 from typing import Any
 
 import numpy as np
@@ -34,16 +33,11 @@ from optuna.trial import TrialState
 
 from benchmarks import _common as common
 from benchmarks._pruning_setup import get_storage
+from benchmarks._pruning_setup import method_and_seed
 from optuna_bocr.keys import STAGE_KEY
 from optuna_bocr.sampler._trust_region import INIT_LENGTH
 from optuna_bocr.sampler._trust_region import RELATIVE_IMPROVEMENT
 from optuna_bocr.sampler._trust_region import TrustRegion
-
-
-def _method_of(study_name: str) -> str | None:
-    """The method of a benchmark study name (``...-<method>-seed<k>``), or ``None``."""
-    m = re.search(r"-(bocr[a-z0-9-]*)-seed\d+$", study_name)
-    return m.group(1) if m else None
 
 
 def box_yield(
@@ -68,7 +62,8 @@ def box_yield(
     new_best: dict[float, int] = defaultdict(int)
     n_studies = 0
     for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        if _method_of(s.study_name) not in methods:
+        found = method_and_seed(s.study_name)
+        if found is None or found[0] not in methods:
             continue
         study = optuna.load_study(study_name=s.study_name, storage=storage)
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0

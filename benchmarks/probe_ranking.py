@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-import re
 from typing import Any
 
 import numpy as np
@@ -34,16 +33,11 @@ from scipy.stats import spearmanr
 from benchmarks._probe_start import predicted_loss
 from benchmarks._probe_start import PROBE_KEY
 from benchmarks._pruning_setup import get_storage
+from benchmarks._pruning_setup import method_and_seed
 from optuna_bocr.keys import ACTUAL_PARAMS_KEY
 
 TOP_FRACTION = 0.25
 """The best trials (this fraction, by validation top-1) form the second correlation."""
-
-
-def _methods_of(study_name: str) -> tuple[str, int] | None:
-    """``(method, seed)`` of a pruning benchmark study name, or ``None``."""
-    m = re.search(r"-((?:bocr|gp|tpe|cmaes|random)[a-z0-9-]*)-seed(\d+)$", study_name)
-    return (m.group(1), int(m.group(2))) if m else None
 
 
 def rank_correlations(
@@ -58,7 +52,7 @@ def rank_correlations(
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
     record = None
     for s in sorted(summaries, key=lambda s: s.study_name):
-        found = _methods_of(s.study_name)
+        found = method_and_seed(s.study_name)
         if found is not None and found[0] == probe_method and PROBE_KEY in s.user_attrs:
             record = s.user_attrs[PROBE_KEY]
             break
@@ -74,7 +68,7 @@ def rank_correlations(
     predicted: dict[str, list[float]] = {m: [] for m in curves}
     values: list[float] = []
     for s in summaries:
-        found = _methods_of(s.study_name)
+        found = method_and_seed(s.study_name)
         if found is None or found[0] not in methods:
             continue
         study = optuna.load_study(study_name=s.study_name, storage=storage)

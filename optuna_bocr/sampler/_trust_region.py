@@ -4,9 +4,9 @@ In the stages after the first, the acquisition is confined to a box around the b
 observation (TuRBO: Eriksson et al., "Scalable Global Optimization via Local Bayesian
 Optimization", NeurIPS 2019). The box doubles after a run of new bests and halves after a
 run of trials without one; once it is smaller than :data:`MIN_LENGTH` it starts again at
-:data:`INIT_LENGTH`. Its side along each variable is proportional to the GP's lengthscale
-of that variable (divided by their geometric mean), so the box is long where the function
-changes slowly.
+its first side (:data:`INIT_LENGTH` unless the sampler was given another). Its side along
+each variable is proportional to the GP's lengthscale of that variable (divided by their
+geometric mean), so the box is long where the function changes slowly.
 
 The length is not stored: it is replayed from the stage's observations in trial order, so
 every process that reads the same history gets the same box (the sampler keeps its state
@@ -22,7 +22,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 INIT_LENGTH = 0.8
-"""Side of the box (unit cube of the stage) when a stage opens, and after a restart."""
+"""Default side of the box (unit cube of the stage) when a stage opens, and after a restart
+(``BOCRSampler(trust_region_length=...)``)."""
 MAX_LENGTH = 1.6
 """Largest side: the box never grows beyond this."""
 MIN_LENGTH = 0.5**5
