@@ -49,6 +49,7 @@ BOCR_METHODS = (
     "bocr-kl",
     "bocr-width",
     "bocr-small",
+    "bocr-mean",
     "bocr-flat",
     "bocr-random",
 )
@@ -65,6 +66,7 @@ EXTRA_METHODS = (
     "bocr-kl",
     "bocr-width",
     "bocr-small",
+    "bocr-mean",
     "bocr-flat",
     "bocr-random",
     "gp-priors",
@@ -78,7 +80,9 @@ each new stage narrowed to the top-k box (``narrow_on_rollback=True``); ``bocr-a
 defaults but with the GP observing the objective's actual (clipped) values
 (``observe_actual=True``); ``bocr-trust`` is the defaults with a trust region in the stages
 after the first (``trust_region=True``, first side 0.8, TuRBO's); ``bocr-small`` is that with a
-first side of 0.2 (``trust_region_length=0.2``); ``bocr-probe`` is ``bocr-trust`` whose first
+first side of 0.2 (``trust_region_length=0.2``); ``bocr-mean`` is ``bocr-trust`` whose box
+centres on, and whose log-EI must beat, the best GP posterior mean of the observations
+(``incumbent="mean"``); ``bocr-probe`` is ``bocr-trust`` whose first
 trial is where the sensitivity probe's additive model puts the best network (pruning benchmark
 only; ``benchmarks._probe_start``); ``bocr-kl`` is ``bocr-trust`` with clusters cut from the
 probe's divergence curves (pruning benchmark only); ``bocr-width`` is ``bocr-trust`` with
@@ -104,6 +108,7 @@ METHOD_LABELS = {
     "bocr-kl": "BOCR, probe clusters",
     "bocr-width": "BOCR, width clusters",
     "bocr-small": "BOCR, trust region from 0.2",
+    "bocr-mean": "BOCR, trust region at the best mean",
     "bocr-flat": "BOCR's GP, one variable per parameter",
     "bocr-random": "BOCR defaults, random clusters",
     "bocr-clusters": "BOCR clusters only",
@@ -159,6 +164,8 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {"trust_region": True, "trust_region_length": 0.8}
     if method == "bocr-small":
         return {"trust_region": True, "trust_region_length": 0.2}
+    if method == "bocr-mean":
+        return {"trust_region": True, "trust_region_length": 0.8, "incumbent": "mean"}
     if method in ("bocr-flat", "bocr-random"):
         return {}
     if method == "bocr-clusters":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
+from typing import Literal
 from typing import NamedTuple
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 from scipy.stats import qmc
+import torch
 
 from optuna_bocr.sampler import _storage
 from optuna_bocr.sampler._acquisition import optimize_log_ei
@@ -65,6 +67,9 @@ class Plan:
             trust region around the incumbent (:mod:`~optuna_bocr.sampler._trust_region`).
         trust_region_length: Side of the trust region's box when a stage opens and after a
             restart (unit cube of the stage, before the lengthscale weighting).
+        incumbent: In the trust region's stages, what the box centres on and log-EI must
+            beat: ``"observed"``, the best observation; ``"mean"``, the observation with the
+            best GP posterior mean, and that mean.
     """
 
     names: tuple[str, ...]
@@ -77,6 +82,7 @@ class Plan:
     observe_actual: bool = False
     trust_region: bool = False
     trust_region_length: float = INIT_LENGTH
+    incumbent: Literal["observed", "mean"] = "observed"
 
 
 class Proposal(NamedTuple):
@@ -128,7 +134,13 @@ def propose(
         trust = _trust_region(plan, history, stage, stage_start, space.dim)
         try:
             candidates, theta = _gp_candidates(
-                x_obs, y_obs, x_pending, history.warm_starts.get(stage), rng, trust
+                x_obs,
+                y_obs,
+                x_pending,
+                history.warm_starts.get(stage),
+                rng,
+                trust,
+                by_mean=plan.incumbent == "mean",
             )
             _storage.write_gp_fit(study, trial, stage, theta)
         except (RuntimeError, ValueError, np.linalg.LinAlgError) as e:
@@ -229,11 +241,17 @@ def _gp_candidates(
     warm_start: np.ndarray | None,
     rng: np.random.Generator,
     trust: TrustRegion | None = None,
+    *,
+    by_mean: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit the GP, fantasise the running trials and rank candidates by log-EI.
 
-    With ``trust``, the candidates lie in its box around the best observation, each side
-    weighted by the fitted lengthscales.
+    With ``trust``, the candidates lie in its box around the incumbent, each side weighted
+    by the fitted lengthscales. The incumbent is the best observation, or with ``by_mean``
+    (only with ``trust``) the observation with the best posterior mean, whose mean is then
+    what log-EI must beat: a value that got lucky on a finite validation split sits above
+    the GP's mean there (by about the fitted noise), and a box centred on it keeps failing
+    to beat it.
 
     Returns:
         The candidates (best first) and the fitted GP hyperparameters.
@@ -241,15 +259,20 @@ def _gp_candidates(
     mu, sd = y_obs.mean(), y_obs.std()
     y_std = (y_obs - mu) / (sd if sd > 0 else 1.0)
     model, theta = fit_gp(x_obs, y_std, warm_start)
-    posterior, fantasies = Posterior(model).with_fantasies(x_pending)
-    incumbent = float(np.max(np.concatenate([y_std, fantasies])))
+    base = Posterior(model)
+    posterior, fantasies = base.with_fantasies(x_pending)
+    scores = y_std
+    if trust is not None and by_mean:
+        with torch.no_grad():
+            scores = base(torch.from_numpy(x_obs))[0].numpy()
+    incumbent = float(np.max(np.concatenate([scores, fantasies])))
     inside = np.all((x_obs >= 0.0) & (x_obs <= 1.0), axis=1)
-    best_inside = int(np.argmax(np.where(inside, y_std, -np.inf)))
+    best_inside = int(np.argmax(np.where(inside, scores, -np.inf)))
     warm = x_obs[[best_inside]] if inside.any() else x_obs[:0]
     box = None
     if trust is not None:
         lengthscales = model.hyperparameters.lengthscale.detach().numpy()
-        box = trust.box(x_obs[int(np.argmax(y_std))], lengthscales)
+        box = trust.box(x_obs[int(np.argmax(scores))], lengthscales)
     candidates, _ = optimize_log_ei(
         posterior, best=incumbent, dim=x_obs.shape[1], rng=rng, warm_starts=warm, box=box
     )
