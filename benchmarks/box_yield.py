@@ -5,7 +5,10 @@ after the first (:class:`~optuna_bocr.sampler._trust_region.TrustRegion`) is rep
 from the trials in order, as the sampler replays it, so each trial of those stages gets the
 side of the box it was proposed in. Grouped by that side, it prints how many trials were
 proposed, how far they landed below the best trial before them (median, in the objective's
-units) and how many were a new best (beating it by the sampler's relative threshold).
+units) and how many were a new best (beating it by the sampler's relative threshold). Beside
+them, the noise of the GP that proposed those trials (its fitted noise standard deviation,
+stored on each trial, in the objective's units): how much of a best value the GP reads as
+luck.
 
 The side depends on the first side the studies ran with (``--init-length``): the journal
 does not record it.
@@ -30,11 +33,14 @@ import numpy as np
 import optuna
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
+import torch
 
 from benchmarks import _common as common
 from benchmarks._pruning_setup import get_storage
 from benchmarks._pruning_setup import method_and_seed
 from optuna_bocr.keys import STAGE_KEY
+from optuna_bocr.sampler._gp import Hyperparameters
+from optuna_bocr.sampler._storage import gp_fit
 from optuna_bocr.sampler._trust_region import INIT_LENGTH
 from optuna_bocr.sampler._trust_region import RELATIVE_IMPROVEMENT
 from optuna_bocr.sampler._trust_region import TrustRegion
@@ -60,6 +66,7 @@ def box_yield(
     """
     below: dict[float, list[float]] = defaultdict(list)
     new_best: dict[float, int] = defaultdict(int)
+    noise: list[float] = []
     n_studies = 0
     for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
         found = method_and_seed(s.study_name)
@@ -89,6 +96,11 @@ def box_yield(
             best = max(values[:i]) if i else -math.inf
             below[side].append(values[i] - best)
             new_best[side] += int(values[i] > best + RELATIVE_IMPROVEMENT * abs(best))
+            fit = gp_fit(done[i])
+            if fit is not None:
+                # The sampler standardises the values it observed; its noise is in those units.
+                variance = float(Hyperparameters.from_theta(torch.from_numpy(fit[1])).noise)
+                noise.append(math.sqrt(variance) * float(np.std(values[:i])))
     if not below:
         raise ValueError(
             f"no study of {', '.join(methods)} in this storage has trials in a stage after "
@@ -109,7 +121,16 @@ def box_yield(
         "n_trials": n_trials,
         "studies": n_studies,
         "rows": rows,
+        "gp_noise": _quartiles(noise),
     }
+
+
+def _quartiles(values: list[float]) -> dict[str, float | int] | None:
+    """Number, median and quartiles of ``values``; ``None`` if empty."""
+    if not values:
+        return None
+    q25, q50, q75 = np.percentile(values, [25, 50, 75])
+    return {"trials": len(values), "median": float(q50), "q25": float(q25), "q75": float(q75)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -164,6 +185,12 @@ def main(argv: list[str] | None = None) -> None:
             ],
         )
     )
+    noise = result["gp_noise"]
+    if noise is not None:
+        print(
+            f"GP noise (standard deviation, objective's units) over {noise['trials']} trials: "
+            f"median {noise['median']:.2f}, quartiles {noise['q25']:.2f}-{noise['q75']:.2f}"
+        )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")

@@ -154,8 +154,10 @@ class BOCRSampler(BaseSampler):
             In the trust region's stages, what the box centres on and log-EI must beat:
             ``"observed"``, the best observation; ``"mean"``, the observation with the best
             GP posterior mean, and that mean, which discounts a value that got lucky on a
-            finite validation split (the GP's fitted noise on the pruning benchmark is
-            0.2-0.9 points of top-1).
+            finite validation split (on the pruning benchmark the GP's fitted noise is 0.2 to
+            0.5 points of top-1). ``"mean"`` measured within noise of the default at 100
+            trials: a little better on ResNet-56 and MobileNetV1, a little worse on
+            ResNet-20 (benchmarks/README.md).
         top_k:
             Number of best COMPLETE trials whose cluster values set the bounds of a new
             stage (with ``narrow_on_rollback``).
