@@ -31,9 +31,8 @@ stagnation checked from trial 30 and 60), ``bocr-box`` (the defaults with the to
 ``bocr-actual`` (the GP observing the clipped ratios), ``bocr-trust`` (a trust region after
 the first stage, first side 0.8), ``bocr-small`` (first side 0.2), ``bocr-mean`` (the box at
 the best posterior mean), ``bocr-flat`` (no clusters) and ``bocr-random`` (random clusters)
-run only when named. Setup lives in
-``_pruning_setup.py``, the test-split evaluations in ``_pruning_final.py``, the report in
-``_pruning_report.py``.
+run only when named. Setup lives in ``_pruning_setup.py``, the test-split evaluations in
+``_pruning_final.py``, the report in ``_pruning_report.py``.
 
 Examples::
 

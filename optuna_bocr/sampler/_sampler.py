@@ -157,7 +157,7 @@ class BOCRSampler(BaseSampler):
             finite validation split (on the pruning benchmark the GP's fitted noise is 0.2 to
             0.5 points of top-1). ``"mean"`` measured within noise of the default at 100
             trials: a little better on ResNet-56 and MobileNetV1, a little worse on
-            ResNet-20 (benchmarks/README.md).
+            ResNet-20 (benchmarks/README.md). ``"mean"`` needs ``trust_region``.
         top_k:
             Number of best COMPLETE trials whose cluster values set the bounds of a new
             stage (with ``narrow_on_rollback``).
@@ -243,6 +243,11 @@ class BOCRSampler(BaseSampler):
         trust_region_length = check_length(trust_region_length)
         if incumbent not in ("observed", "mean"):
             raise ValueError(f"incumbent must be 'observed' or 'mean', got {incumbent!r}.")
+        if incumbent == "mean" and not trust_region:
+            raise ValueError(
+                "incumbent='mean' sets where the trust region centres: pass trust_region=True "
+                "with it, or leave incumbent at 'observed'."
+            )
         schedule = make_schedule(
             dims=dims,
             n_clusters=n_clusters,

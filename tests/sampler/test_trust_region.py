@@ -157,3 +157,5 @@ def test_the_sampler_proposes_inside_the_replayed_box(tmp_path: Path, incumbent:
         BOCRSampler(space, features=vectors, trust_region=1)
     with pytest.raises(ValueError, match="incumbent must be 'observed' or 'mean'"):
         BOCRSampler(space, features=vectors, incumbent="best")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="pass trust_region=True"):
+        BOCRSampler(space, features=vectors, trust_region=False, incumbent="mean")
