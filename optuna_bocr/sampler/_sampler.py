@@ -138,10 +138,10 @@ class BOCRSampler(BaseSampler):
             better (measured: benchmarks/README.md).
         trust_region:
             Whether the stages after the first search a trust region: a box around the
-            best trial (TuRBO), each side proportional to the GP's lengthscale, that doubles
-            after 3 new bests in a row and halves after ``max(4, ceil(k / 5))`` trials
-            without one (``k`` variables). ``False``: the stage's whole bounds, as the
-            original BOCR (measured: benchmarks/README.md).
+            best trial (TuRBO; or see ``incumbent``), each side proportional to the GP's
+            lengthscale, that doubles after 3 new bests in a row and halves after
+            ``max(4, ceil(k / 5))`` trials without one (``k`` variables). ``False``: the
+            stage's whole bounds, as the original BOCR (measured: benchmarks/README.md).
         trust_region_length:
             Side of that box when a stage opens, and when it starts again after shrinking
             below 1/32 (in the stage's unit cube, before the lengthscale weighting; at most

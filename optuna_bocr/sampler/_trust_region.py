@@ -1,8 +1,9 @@
 """A trust region for the finer stages: a box around the incumbent that adapts to success.
 
 In the stages after the first, the acquisition is confined to a box around the best
-observation (TuRBO: Eriksson et al., "Scalable Global Optimization via Local Bayesian
-Optimization", NeurIPS 2019). The box doubles after a run of new bests and halves after a
+observation, or the one of best GP posterior mean (``BOCRSampler(incumbent=...)``; TuRBO:
+Eriksson et al., "Scalable Global Optimization via Local Bayesian Optimization", NeurIPS
+2019). The box doubles after a run of new bests and halves after a
 run of trials without one; once it is smaller than :data:`MIN_LENGTH` it starts again at
 its first side (:data:`INIT_LENGTH` unless the sampler was given another). Its side along
 each variable is proportional to the GP's lengthscale of that variable (divided by their
