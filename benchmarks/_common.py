@@ -1,4 +1,4 @@
-"""Shared harness of the benchmarks: samplers, timing, bookkeeping, tables and plots.
+"""Shared harness of the benchmarks: timing, bookkeeping, tables and plots.
 
 Used by ``benchmarks/synthetic.py`` and ``benchmarks/pruning.py``. Nothing here knows about
 a particular objective: a *run* is one (task, method, seed) study, recorded as a JSON file
@@ -19,14 +19,14 @@ import time
 from typing import Any
 
 import numpy as np
-import optuna
 from optuna.distributions import BaseDistribution
-from optuna.distributions import FloatDistribution
 from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from benchmarks._methods import KNOWN_METHODS
+from benchmarks._methods import METHOD_LABELS
 from optuna_bocr.keys import N_CLUSTERS_KEY
 from optuna_bocr.keys import STAGE_KEY
 
@@ -36,241 +36,7 @@ SAMPLER_SECONDS_ATTR = "bench:sampler_seconds"
 OBJECTIVE_SECONDS_ATTR = "bench:objective_seconds"
 """User attr written by the benchmark objectives: seconds spent evaluating the trial."""
 
-BOCR_METHODS = (
-    "bocr",
-    "bocr-clusters",
-    "bocr-direct",
-    "bocr-gradual",
-    "bocr-early",
-    "bocr-box",
-    "bocr-actual",
-    "bocr-trust",
-    "bocr-probe",
-    "bocr-kl",
-    "bocr-width",
-    "bocr-small",
-    "bocr-mean",
-    "bocr-flat",
-    "bocr-random",
-)
-OPTUNA_METHODS = ("gp", "tpe", "cmaes", "random")
-ALL_METHODS = ("bocr", "bocr-clusters", "bocr-direct", "bocr-gradual") + OPTUNA_METHODS
-"""The methods that ``--methods all`` runs: BOCR with its defaults, the paper's schedule
-(direct and gradual) and clusters only, and Optuna's samplers."""
-EXTRA_METHODS = (
-    "bocr-early",
-    "bocr-box",
-    "bocr-actual",
-    "bocr-trust",
-    "bocr-probe",
-    "bocr-kl",
-    "bocr-width",
-    "bocr-small",
-    "bocr-mean",
-    "bocr-flat",
-    "bocr-random",
-    "gp-priors",
-    "gp-priors-sobol",
-    "gp-bocr-acqf",
-    "tpe-uni",
-)
-"""Methods run only when named: ``bocr-early`` is the paper's gradual rollback with stagnation
-checked from 15% / 30% of the budget instead of 40% / 65%; ``bocr-box`` is the defaults but with
-each new stage narrowed to the top-k box (``narrow_on_rollback=True``); ``bocr-actual`` is the
-defaults but with the GP observing the objective's actual (clipped) values
-(``observe_actual=True``); ``bocr-trust`` is the defaults with a trust region in the stages
-after the first (``trust_region=True``, first side 0.8, TuRBO's); ``bocr-small`` is that with a
-first side of 0.2 (``trust_region_length=0.2``); ``bocr-mean`` is ``bocr-trust`` whose box
-centres on, and whose log-EI must beat, the best GP posterior mean of the observations
-(``incumbent="mean"``); ``bocr-probe`` is ``bocr-trust`` whose first
-trial is where the sensitivity probe's additive model puts the best network (pruning benchmark
-only; ``benchmarks._probe_start``); ``bocr-kl`` is ``bocr-trust`` with clusters cut from the
-probe's divergence curves (pruning benchmark only); ``bocr-width`` is ``bocr-trust`` with
-clusters of equally wide layers (``log2`` of the input channels; pruning benchmark only);
-``bocr-flat`` is BOCR's GP with one variable per parameter from the first trial (no clusters);
-``bocr-random`` is the defaults with clusters cut from random features (seeded), which measures
-what the layer features add; ``gp-priors`` is Optuna's GPSampler with BOCR's GP priors
-(lengthscales, noise) and nothing else changed, ``gp-priors-sobol`` the same with BOCR's
-start-up design (10 trials of a scrambled Sobol design over all parameters instead of random
-ones), ``gp-bocr-acqf`` that with BOCR's optimisation of log-EI too (what still differs from
-``bocr-flat`` is the GP as fitted); ``tpe-uni`` is Optuna's TPE with independent (univariate)
-densities (``tpe`` is its default, multivariate for one objective since Optuna 5)."""
-KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
-PRUNING_ONLY_METHODS = ("bocr-probe", "bocr-kl", "bocr-width")
-"""Methods that need a network to probe or measure: the synthetic benchmark refuses them."""
-
-METHOD_LABELS = {
-    "bocr": "BOCR defaults",
-    "bocr-box": "BOCR defaults, top-k box",
-    "bocr-actual": "BOCR defaults, actual values observed",
-    "bocr-trust": "BOCR, trust region",
-    "bocr-probe": "BOCR, probe start",
-    "bocr-kl": "BOCR, probe clusters",
-    "bocr-width": "BOCR, width clusters",
-    "bocr-small": "BOCR, trust region from 0.2",
-    "bocr-mean": "BOCR, trust region at the best mean",
-    "bocr-flat": "BOCR's GP, one variable per parameter",
-    "bocr-random": "BOCR defaults, random clusters",
-    "bocr-clusters": "BOCR clusters only",
-    "bocr-direct": "BOCR paper, direct rollback",
-    "bocr-gradual": "BOCR paper, gradual rollback",
-    "bocr-early": "BOCR gradual, early stagnation",
-    "gp": "GPSampler",
-    "gp-priors": "GPSampler, BOCR's GP priors",
-    "gp-priors-sobol": "GPSampler, BOCR's GP priors and Sobol start",
-    "gp-bocr-acqf": "GPSampler, BOCR's priors, Sobol start and acquisition optimiser",
-    "tpe": "TPESampler",
-    "tpe-uni": "TPESampler, univariate",
-    "cmaes": "CmaEsSampler",
-    "random": "RandomSampler",
-}
-
-
-# -- Samplers --------------------------------------------------------------------------------
-
-
-def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
-    """Rollback settings of a BOCR variant, scaled to the trial budget.
-
-    The original BOCR runs use 200 evaluations: direct rollback at evaluation 100 (or from 80
-    on after 20 evaluations without a new best); gradual rollback to the bridge clustering at
-    100 and to one variable per parameter at 150 (stagnation from 80 and 130). Every number is
-    scaled by ``n_trials / 200`` (rounded), so at 200 trials the original schedule
-    (:data:`~optuna_bocr.PAPER_SCHEDULE`, each new stage narrowed to the top-k box) is used and
-    at 150 trials: direct at 75 (patience 15 from 60), gradual at 75 and 112 (patience 15 from
-    60 and 98). ``bocr-early`` is gradual rollback whose stagnation rule may fire from
-    evaluation 30 and 60 (scaled) instead of 80 and 130. ``bocr`` is the sampler's defaults
-    (not scaled) and ``bocr-box`` the defaults with the top-k box.
-
-    Args:
-        n_trials: Trial budget of the run.
-        method: One of :data:`BOCR_METHODS`.
-
-    Returns:
-        Keyword arguments of BOCRSampler's schedule.
-    """
-    scale = n_trials / 200.0
-
-    def s(x: int) -> int:
-        return max(1, int(round(x * scale)))
-
-    if method == "bocr":  # the sampler's defaults, not scaled
-        return {}
-    if method == "bocr-box":
-        return {"narrow_on_rollback": True}
-    if method == "bocr-actual":
-        return {"observe_actual": True}
-    if method in ("bocr-trust", "bocr-probe", "bocr-kl", "bocr-width"):
-        return {"trust_region": True, "trust_region_length": 0.8}
-    if method == "bocr-small":
-        return {"trust_region": True, "trust_region_length": 0.2}
-    if method == "bocr-mean":
-        return {"trust_region": True, "trust_region_length": 0.8, "incumbent": "mean"}
-    if method in ("bocr-flat", "bocr-random"):
-        return {}
-    if method == "bocr-clusters":
-        return {"rollback_at": None, "patience": None, "patience_from": None}
-    if method == "bocr-direct":
-        return {
-            "rollback_at": (s(100),),
-            "patience": s(20),
-            "patience_from": (s(80),),
-            "narrow_on_rollback": True,
-            "trust_region": False,
-        }
-    if method in ("bocr-gradual", "bocr-early"):
-        first, second = s(100), max(s(150), s(100) + 1)  # stay strictly increasing
-        start1, start2 = (30, 60) if method == "bocr-early" else (80, 130)
-        return {
-            "rollback_at": (first, second),
-            "patience": s(20),
-            "patience_from": (min(s(start1), first), min(max(s(start2), s(start1) + 1), second)),
-            "narrow_on_rollback": True,
-            "trust_region": False,
-        }
-    raise ValueError(f"not a BOCR method: {method!r}")
-
-
-def make_sampler(
-    method: str,
-    *,
-    seed: int,
-    search_space: Mapping[str, FloatDistribution],
-    features: Any = None,
-    n_trials: int,
-    n_clusters: int = 3,
-    bridge_clusters: int = 9,
-    distance: str | None = None,
-    unstructured_fallback: bool = False,
-) -> tuple[BaseSampler, dict[str, Any]]:
-    """Build the sampler of a method with the given seed.
-
-    Args:
-        method: One of :data:`KNOWN_METHODS`.
-        seed: Seed of the sampler; every method gets the same seeds.
-        search_space: Float distributions of the parameters (needed by BOCR).
-        features: Per-parameter features for BOCR (``ParameterFeatures`` or mapping).
-        n_trials: Trial budget (scales the rollback schedule).
-        n_clusters: Clusters of BOCR's first stage.
-        bridge_clusters: Clusters of the bridge stage of gradual rollback.
-        distance: BOCR's distance (``"eu"``, ``"js"``, ``"st"``) or None for its default.
-        unstructured_fallback: BOCR's option: one variable per parameter when the
-            features fail its structure test.
-
-    Returns:
-        The sampler and a JSON-serialisable dict of its settings (for the run record).
-    """
-    if method in BOCR_METHODS:
-        from optuna_bocr import BOCRSampler  # lazy: written concurrently
-
-        kwargs: dict[str, Any] = dict(rollback_schedule(n_trials, method))
-        gradual = method in ("bocr-gradual", "bocr-early")
-        kwargs["bridge_clusters"] = bridge_clusters if gradual else None
-        kwargs.update(
-            n_clusters=n_clusters,
-            distance=distance,
-            seed=seed,
-            unstructured_fallback=unstructured_fallback,
-        )
-        if method == "bocr-flat":
-            kwargs.update(n_clusters=len(search_space), rollback_at=None)
-        if method in ("bocr-kl", "bocr-width"):  # vectors: divergence curves, widths
-            kwargs.update(distance="st")
-        if method == "bocr-random":
-            rng = np.random.default_rng(seed)
-            features = rng.random((len(search_space), 2))
-            kwargs.update(distance="st", check_structure=False, unstructured_fallback=False)
-        sampler: BaseSampler = BOCRSampler(dict(search_space), features=features, **kwargs)
-        return sampler, {"class": "BOCRSampler", **kwargs}
-    if method == "gp":
-        return optuna.samplers.GPSampler(seed=seed), {"class": "GPSampler", "seed": seed}
-    if method == "gp-priors":
-        from benchmarks._gp_priors import gp_sampler_with_bocr_priors
-
-        sampler = gp_sampler_with_bocr_priors(seed=seed)
-        return sampler, {"class": "GPSampler", "seed": seed, "log_prior": "bocr"}
-    if method in ("gp-priors-sobol", "gp-bocr-acqf"):
-        from benchmarks._gp_priors import gp_sampler_with_bocr_priors
-        from benchmarks._gp_priors import SobolStart
-        from benchmarks._gp_priors import use_bocr_acquisition_optimizer
-
-        gp = gp_sampler_with_bocr_priors(seed=seed)
-        settings = {"class": "GPSampler", "seed": seed, "log_prior": "bocr", "startup": "sobol"}
-        if method == "gp-bocr-acqf":
-            use_bocr_acquisition_optimizer(gp, seed=seed)
-            settings["acquisition_optimizer"] = "bocr"
-        sampler = SobolStart(gp, search_space=search_space, seed=seed, n_startup_trials=10)
-        return sampler, settings
-    if method == "tpe":
-        return optuna.samplers.TPESampler(seed=seed), {"class": "TPESampler", "seed": seed}
-    if method == "tpe-uni":
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=False)
-        return sampler, {"class": "TPESampler", "seed": seed, "multivariate": False}
-    if method == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed), {"class": "CmaEsSampler", "seed": seed}
-    if method == "random":
-        return optuna.samplers.RandomSampler(seed=seed), {"class": "RandomSampler", "seed": seed}
-    raise ValueError(f"unknown method {method!r}; choose from {', '.join(KNOWN_METHODS)}")
+# -- Timing ----------------------------------------------------------------------------------
 
 
 class TimedSampler(BaseSampler):

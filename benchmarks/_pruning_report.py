@@ -12,6 +12,7 @@ import numpy as np
 import optuna
 
 from benchmarks import _common as common
+from benchmarks import _methods
 from benchmarks._pruning_setup import get_storage
 from benchmarks._pruning_setup import study_name
 
@@ -33,9 +34,9 @@ def _range(values: list[float]) -> str:
 
 def _label(method: str, args: argparse.Namespace) -> str:
     """The method's name in the tables; BOCR's methods name a ``--distance`` given."""
-    label = common.METHOD_LABELS.get(method, method)
+    label = _methods.METHOD_LABELS.get(method, method)
     distance = getattr(args, "distance", None)
-    if distance and method in common.BOCR_METHODS:
+    if distance and method in _methods.BOCR_METHODS:
         label += f", distance {distance!r}"
     return label
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import optuna
 
-from benchmarks import _common as common
+from benchmarks import _methods
 from optuna_bocr.keys import CHECKPOINT_SHA256_KEY
 
 DATASET = "fashion-mnist"
@@ -239,7 +239,7 @@ def study_name(args: argparse.Namespace, task: str, method: str, seed: int) -> s
     evaluation = "-masked" if args.masked_eval else ""
     if getattr(args, "budget_rule", "wall") == "scale":
         evaluation += "-scale"
-    if getattr(args, "distance", None) and method in common.BOCR_METHODS:
+    if getattr(args, "distance", None) and method in _methods.BOCR_METHODS:
         method = f"{method}-{args.distance}"
     return (
         f"pruning-{task}-flops{args.flops_ratio:g}-val{args.val_size}{precision}{evaluation}"

@@ -56,6 +56,7 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmarks import _common as common
+from benchmarks import _methods
 from benchmarks._probe_start import probe_features
 from benchmarks._probe_start import PROBE_KEY
 from benchmarks._probe_start import probe_start
@@ -116,7 +117,7 @@ def run_one(args: argparse.Namespace, task: str, method: str, seed: int) -> None
         features, probe_record = probe_features(args, task)
     if method == "bocr-width":
         features = width_features(args, task, objective.layer_names)
-    sampler, settings = common.make_sampler(
+    sampler, settings = _methods.make_sampler(
         method,
         seed=seed,
         search_space=objective.search_space,
@@ -209,9 +210,9 @@ def main(argv: list[str] | None = None) -> None:
         "--methods",
         default="all",
         help="comma-separated: "
-        + ", ".join(common.KNOWN_METHODS)
+        + ", ".join(_methods.KNOWN_METHODS)
         + " or all (all but "
-        + ", ".join(common.EXTRA_METHODS)
+        + ", ".join(_methods.EXTRA_METHODS)
         + ")",
     )
     p.add_argument("--seeds", default="3", help="N (seeds 0..N-1), 'a-b' or 'a,b,c'")
@@ -315,14 +316,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--reference",
         default="bocr",
-        choices=common.BOCR_METHODS,
+        choices=_methods.BOCR_METHODS,
         help="the BOCR variant that the report compares with the other methods, paired by "
         "seed (default: %(default)s)",
     )
     p.add_argument("--report-only", action="store_true", help="only rebuild the report")
     args = p.parse_args(argv)
     tasks = common.parse_list(args.tasks, list(TASKS))
-    methods = common.parse_list(args.methods, common.KNOWN_METHODS, common.ALL_METHODS)
+    methods = common.parse_list(args.methods, _methods.KNOWN_METHODS, _methods.ALL_METHODS)
     seeds = common.parse_seeds(args.seeds)
     args.log_every = max(1, args.log_every)
     if args.threads > 0:

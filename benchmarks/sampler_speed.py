@@ -1,7 +1,7 @@
 """Sampler speed: BOCR against Optuna's GPSampler, time per trial split by where it goes.
 
 A cheap synthetic task (``d`` layers' preserve ratios in ``[0.1, 1]`` in three groups of
-different sensitivity, a FLOPs budget enforced by :func:`benchmarks.synthetic.clip_ratios`
+different sensitivity, a FLOPs budget enforced by :func:`benchmarks._synthetic_tasks.clip_ratios`
 with the actual ratios recorded as :data:`~optuna_bocr.keys.ACTUAL_PARAMS_KEY`, as the
 pruning objective does) is run with ``study.ask()`` / ``study.tell()``; the objective is
 outside the timed part. The time of each trial's ``ask()`` plus suggestions is split into:
@@ -56,7 +56,7 @@ import optuna
 from optuna.distributions import FloatDistribution
 
 from benchmarks import _common as common
-from benchmarks.synthetic import clip_ratios
+from benchmarks._synthetic_tasks import clip_ratios
 from optuna_bocr import BOCRSampler
 from optuna_bocr import ParameterFeatures
 from optuna_bocr.keys import ACTUAL_PARAMS_KEY

@@ -36,6 +36,8 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmarks import _common as common
+from benchmarks import _methods
+from benchmarks import _synthetic_tasks
 from benchmarks import synthetic
 
 METHOD = "bocr-gradual"
@@ -55,8 +57,8 @@ def worker(
     from optuna_bocr.cli import TrialRunner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    task = synthetic.make_task(task_name)
-    inner, _ = common.make_sampler(
+    task = _synthetic_tasks.make_task(task_name)
+    inner, _ = _methods.make_sampler(
         METHOD,
         seed=seed,
         search_space=task.search_space,
@@ -105,9 +107,9 @@ def run_config(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     start = min(t.datetime_start for t in done if t.datetime_start)
     end = max(t.datetime_complete for t in done if t.datetime_complete)
     sampler = np.array([t.user_attrs.get(common.SAMPLER_SECONDS_ATTR, np.nan) for t in done])
-    task = synthetic.make_task(args.task)
-    f_star, _ = synthetic.optimum(task)
-    f_ref = synthetic.reference_score(task)
+    task = _synthetic_tasks.make_task(args.task)
+    f_star, _ = _synthetic_tasks.optimum(task)
+    f_ref = _synthetic_tasks.reference_score(task)
     best = max(float(t.value) for t in done if t.value is not None)
     points = {tuple(round(v, 9) for v in t.params.values()) for t in done}
     return {
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         "--storage", default=os.environ.get(ENV_URL), help=f"RDB URL (default: ${ENV_URL})"
     )
     p.add_argument("--workers", default="1,2,4,8", help="worker counts (default: 1,2,4,8)")
-    p.add_argument("--task", default="grouped27", choices=synthetic.TASKS)
+    p.add_argument("--task", default="grouped27", choices=_synthetic_tasks.TASKS)
     p.add_argument("--n-trials", type=int, default=40)
     p.add_argument("--sleep", type=float, default=2.0, help="seconds per trial (default: 2)")
     p.add_argument("--seed", type=int, default=0)

@@ -10,7 +10,7 @@ import optuna
 from optuna.distributions import FloatDistribution
 import pytest
 
-from benchmarks import _common as common
+from benchmarks import _methods
 from optuna_bocr import BOCRSampler
 
 NAMES = [f"layer{i}" for i in range(9)]
@@ -20,7 +20,7 @@ FEATURES = {n: np.array([float(i // 3), 0.01 * i]) for i, n in enumerate(NAMES)}
 
 
 def _make(method: str, seed: int = 0) -> BOCRSampler:
-    sampler, settings = common.make_sampler(
+    sampler, settings = _methods.make_sampler(
         method, seed=seed, search_space=SPACE, features=FEATURES, n_trials=60, distance="st"
     )
     assert isinstance(sampler, BOCRSampler)
@@ -48,7 +48,7 @@ def test_random_clusters_ignore_the_features_and_follow_the_seed() -> None:
 
 @pytest.mark.parametrize(("method", "observe"), [("bocr", False), ("bocr-actual", True)])
 def test_what_the_gp_observes(method: str, observe: bool) -> None:
-    _, settings = common.make_sampler(
+    _, settings = _methods.make_sampler(
         method, seed=0, search_space=SPACE, features=FEATURES, n_trials=60, distance="st"
     )
     assert settings.get("observe_actual", False) == observe
@@ -65,11 +65,11 @@ def test_what_the_gp_observes(method: str, observe: bool) -> None:
     ],
 )
 def test_trust_region_is_the_default(method: str, trust: bool) -> None:
-    sampler, _ = common.make_sampler(
+    sampler, _ = _methods.make_sampler(
         method, seed=0, search_space=SPACE, features=FEATURES, n_trials=60, distance="st"
     )
     assert sampler._plan.trust_region is trust  # type: ignore[attr-defined]
-    paper, _ = common.make_sampler(
+    paper, _ = _methods.make_sampler(
         "bocr-direct", seed=0, search_space=SPACE, features=FEATURES, n_trials=60, distance="st"
     )
     assert paper._plan.trust_region is False  # type: ignore[attr-defined]
@@ -81,9 +81,9 @@ def test_gp_priors_is_gpsampler_fitted_under_bocrs_priors() -> None:
     from benchmarks._gp_priors import bocr_log_prior
     from optuna_bocr.sampler._gp import lengthscale_prior_loc
 
-    sampler, settings = common.make_sampler("gp-priors", seed=3, search_space=SPACE, n_trials=60)
+    sampler, settings = _methods.make_sampler("gp-priors", seed=3, search_space=SPACE, n_trials=60)
     assert isinstance(sampler, optuna.samplers.GPSampler) and settings["log_prior"] == "bocr"
-    default, _ = common.make_sampler("gp", seed=3, search_space=SPACE, n_trials=60)
+    default, _ = _methods.make_sampler("gp", seed=3, search_space=SPACE, n_trials=60)
     assert sampler._log_prior is bocr_log_prior
     assert default._log_prior is not bocr_log_prior
 
@@ -107,7 +107,7 @@ def test_gp_priors_sobol_starts_with_bocrs_design_then_its_own_gp() -> None:
     from benchmarks._gp_priors import SobolStart
 
     def params(method: str, n_trials: int) -> np.ndarray:
-        sampler, _ = common.make_sampler(
+        sampler, _ = _methods.make_sampler(
             method, seed=3, search_space=SPACE, features=FEATURES, n_trials=60, distance="st"
         )
         study = optuna.create_study(sampler=sampler)
@@ -116,7 +116,7 @@ def test_gp_priors_sobol_starts_with_bocrs_design_then_its_own_gp() -> None:
         )
         return np.array([[t.params[n] for n in NAMES] for t in study.trials])
 
-    sampler, settings = common.make_sampler(
+    sampler, settings = _methods.make_sampler(
         "gp-priors-sobol", seed=3, search_space=SPACE, n_trials=60
     )
     assert isinstance(sampler, SobolStart) and settings["startup"] == "sobol"
@@ -155,7 +155,7 @@ def test_bocr_acquisition_optimizer_finds_the_maximum_and_runs_in_gpsampler() ->
     found = gp._optimize_acqf(Quadratic(), np.array([[0.5, 0.5, 0.5]]))
     np.testing.assert_allclose(found, centre, atol=1e-4)
 
-    sampler, settings = common.make_sampler(
+    sampler, settings = _methods.make_sampler(
         "gp-bocr-acqf", seed=3, search_space=SPACE, n_trials=60
     )
     assert settings["acquisition_optimizer"] == "bocr" and settings["startup"] == "sobol"
