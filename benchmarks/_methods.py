@@ -7,7 +7,9 @@ Every method gets the run's seed, so methods compare side by side, seed by seed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from collections.abc import Mapping
+import importlib.util
 from typing import Any
 
 import numpy as np
@@ -75,6 +77,8 @@ ones), ``gp-bocr-acqf`` that with BOCR's optimisation of log-EI too (what still 
 ``bocr-flat`` is the GP as fitted); ``tpe-uni`` is Optuna's TPE with independent (univariate)
 densities (``tpe`` is its default, multivariate for one objective since Optuna 5)."""
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
+METHOD_PACKAGES = {"cmaes": "cmaes"}
+"""Packages that a method needs beyond the package's own requirements (method -> module)."""
 PRUNING_ONLY_METHODS = ("bocr-probe", "bocr-kl", "bocr-width")
 """Methods that need a network to probe or measure: the synthetic benchmark refuses them."""
 
@@ -250,3 +254,27 @@ def make_sampler(
     if method == "random":
         return optuna.samplers.RandomSampler(seed=seed), {"class": "RandomSampler", "seed": seed}
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(KNOWN_METHODS)}")
+
+
+def check_packages(methods: Iterable[str]) -> None:
+    """Refuse, before any work, a run whose methods or report need a package that is missing.
+
+    Every benchmark's report draws its curves with matplotlib, and ``cmaes`` needs the cmaes
+    package; without it CmaEsSampler fails on its first proposal, trial after trial.
+
+    Args:
+        methods: The methods of the run.
+
+    Raises:
+        SystemExit: One line naming the missing package and the extra that installs it.
+    """
+    needed = {"matplotlib": "the report's plots"}
+    for method in methods:
+        if method in METHOD_PACKAGES:
+            needed.setdefault(METHOD_PACKAGES[method], f"method {method!r}")
+    for module, why in needed.items():
+        if importlib.util.find_spec(module) is None:
+            raise SystemExit(
+                f"the {module} package is missing ({why}): pip install -e '.[benchmark]', "
+                "or run the benchmark with the Python that has it"
+            )

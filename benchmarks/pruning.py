@@ -155,6 +155,7 @@ def run_one(args: argparse.Namespace, task: str, method: str, seed: int) -> None
         print(f"[resume] {name}: marking stale running trial {t.number} as FAIL", flush=True)
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
     done = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+    failed_before = sum(t.state == TrialState.FAIL for t in study.get_trials(deepcopy=False))
     left = args.n_trials - done
     print(f"[start] {name}: {done} complete, {left} to go", flush=True)
 
@@ -182,9 +183,13 @@ def run_one(args: argparse.Namespace, task: str, method: str, seed: int) -> None
     while left > 0:
         study.optimize(timed_objective, n_trials=left, callbacks=[progress], catch=(Exception,))
         done = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
-        n_fail = sum(t.state == TrialState.FAIL for t in study.get_trials(deepcopy=False))
+        # Failures of earlier runs (a crash, a missing package) do not count against this one.
+        n_fail = (
+            sum(t.state == TrialState.FAIL for t in study.get_trials(deepcopy=False))
+            - failed_before
+        )
         if n_fail > args.n_trials:
-            print(f"[stop] {name}: too many failed trials ({n_fail})", flush=True)
+            print(f"[stop] {name}: too many failed trials in this run ({n_fail})", flush=True)
             break
         left = args.n_trials - done
     print(f"[done] {name}: best val top-1 {study.best_value:.2f}%", flush=True)
@@ -325,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     tasks = common.parse_list(args.tasks, list(TASKS))
     methods = common.parse_list(args.methods, _methods.KNOWN_METHODS, _methods.ALL_METHODS)
     seeds = common.parse_seeds(args.seeds)
+    _methods.check_packages(methods)
     args.log_every = max(1, args.log_every)
     if args.threads > 0:
         common.limit_threads(args.threads)

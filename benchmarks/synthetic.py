@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     methods = common.parse_list(args.methods, synthetic_methods, _methods.ALL_METHODS)
     seeds = common.parse_seeds(args.seeds)
+    _methods.check_packages(methods)
     out = Path(args.out)
 
     if args.check_optimum:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -162,3 +163,15 @@ def test_bocr_acquisition_optimizer_finds_the_maximum_and_runs_in_gpsampler() ->
     study = optuna.create_study(sampler=sampler)
     study.optimize(lambda t: sum((t.suggest_float(n, 0.1, 1.0) - 0.5) ** 2 for n in NAMES), 14)
     assert len(study.trials) == 14 and study.best_value < 0.5
+
+
+def test_a_method_whose_package_is_missing_is_refused_before_any_work(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from benchmarks import synthetic
+
+    _methods.check_packages(["cmaes", "bocr", "gp"])  # installed with the dev extra
+    monkeypatch.setitem(_methods.METHOD_PACKAGES, "cmaes", "no_such_package_here")
+    with pytest.raises(SystemExit, match=r"no_such_package_here package is missing .*'cmaes'"):
+        synthetic.main(["--tasks", "grouped27", "--methods", "cmaes", "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())

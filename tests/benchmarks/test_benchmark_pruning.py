@@ -125,6 +125,16 @@ def test_pruning_benchmark_runs_reports_and_resumes(
         gp_trials = [r["trial"] for r in csv.DictReader(f) if r["method"] == "gp"]
     assert gp_trials == ["0", "1", "2"]
 
+    # Failed trials of an earlier run (a crash, a missing package) do not count against the
+    # next run's limit on failures: it runs its budget and reports no stop.
+    study = optuna.load_study(study_name=name, storage=storage)
+    for _ in range(6):
+        study.tell(study.ask(), state=TrialState.FAIL)
+    pruning_script.main(_argv(tmp_path, 5, "--skip-final"))
+    assert "[stop]" not in capsys.readouterr().out
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 5
+
     # A lost checkpoint is trained again bit for bit (seeded weights and data order), so the
     # studies resume; a checkpoint that differs from the one a study was run with is refused.
     checkpoint = next((tmp_path / "work" / "checkpoints").glob("resnet20-*.pt"))
