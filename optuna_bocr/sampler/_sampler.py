@@ -157,8 +157,8 @@ class BOCRSampler(BaseSampler):
             finite validation split (on the pruning benchmark the GP's fitted noise is 0.2 to
             0.5 points of top-1). ``"mean"`` measured within noise of the default at 100
             trials: a little better on ResNet-56 and MobileNetV1, a little worse on
-            ResNet-20; at 200 trials a little better on both ResNets
-            (benchmarks/README.md). ``"mean"`` needs ``trust_region``.
+            ResNet-20; over 10 seeds at 200 trials better on ResNet-56 and a little worse
+            on ResNet-20 (benchmarks/README.md). ``"mean"`` needs ``trust_region``.
         top_k:
             Number of best COMPLETE trials whose cluster values set the bounds of a new
             stage (with ``narrow_on_rollback``).
