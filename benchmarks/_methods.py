@@ -17,11 +17,7 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.samplers import BaseSampler
 
-BOCR_METHODS = (
-    "bocr",
-    "bocr-clusters",
-    "bocr-direct",
-    "bocr-gradual",
+BOCR_VARIANTS = (
     "bocr-early",
     "bocr-box",
     "bocr-actual",
@@ -34,22 +30,13 @@ BOCR_METHODS = (
     "bocr-flat",
     "bocr-random",
 )
+"""BOCR variants run only when named (see :data:`EXTRA_METHODS`)."""
+BOCR_METHODS = ("bocr", "bocr-clusters", "bocr-direct", "bocr-gradual") + BOCR_VARIANTS
 OPTUNA_METHODS = ("gp", "tpe", "cmaes", "random")
 ALL_METHODS = ("bocr", "bocr-clusters", "bocr-direct", "bocr-gradual") + OPTUNA_METHODS
 """The methods that ``--methods all`` runs: BOCR with its defaults, the paper's schedule
 (direct and gradual) and clusters only, and Optuna's samplers."""
-EXTRA_METHODS = (
-    "bocr-early",
-    "bocr-box",
-    "bocr-actual",
-    "bocr-trust",
-    "bocr-probe",
-    "bocr-kl",
-    "bocr-width",
-    "bocr-small",
-    "bocr-mean",
-    "bocr-flat",
-    "bocr-random",
+EXTRA_METHODS = BOCR_VARIANTS + (
     "gp-priors",
     "gp-priors-sobol",
     "gp-bocr-acqf",
