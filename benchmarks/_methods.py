@@ -29,9 +29,12 @@ BOCR_VARIANTS = (
     "bocr-mean",
     "bocr-flat",
     "bocr-random",
+    "bocr-paper",
 )
 """BOCR variants run only when named (see :data:`EXTRA_METHODS`)."""
 BOCR_METHODS = ("bocr", "bocr-clusters", "bocr-direct", "bocr-gradual") + BOCR_VARIANTS
+BUDGET_SCALED_METHODS = ("bocr-direct", "bocr-gradual", "bocr-early")
+"""BOCR methods whose rollback schedule is scaled to the run's trial budget."""
 OPTUNA_METHODS = ("gp", "tpe", "cmaes", "random")
 ALL_METHODS = ("bocr", "bocr-clusters", "bocr-direct", "bocr-gradual") + OPTUNA_METHODS
 """The methods that ``--methods all`` runs: BOCR with its defaults, the paper's schedule
@@ -50,15 +53,18 @@ defaults but with the GP observing the objective's actual (clipped) values
 after the first (``trust_region=True``, first side 0.8, TuRBO's); ``bocr-small`` is that with a
 first side of 0.2 (``trust_region_length=0.2``); ``bocr-mean`` is ``bocr-trust`` whose box
 centres on, and whose log-EI must beat, the best GP posterior mean of the observations
-(``incumbent="mean"``); ``bocr-probe`` is ``bocr-trust`` whose first
-trial is where the sensitivity probe's additive model puts the best network (pruning benchmark
-only; ``benchmarks._probe_start``); ``bocr-kl`` is ``bocr-trust`` with clusters cut from the
-probe's divergence curves (pruning benchmark only); ``bocr-width`` is ``bocr-trust`` with
-clusters of equally wide layers (``log2`` of the input channels; pruning benchmark only);
-``bocr-flat`` is BOCR's GP with one variable per parameter from the first trial (no clusters);
-``bocr-random`` is the defaults with clusters cut from random features (seeded), which measures
-what the layer features add; ``gp-priors`` is Optuna's GPSampler with BOCR's GP priors
-(lengthscales, noise) and nothing else changed, ``gp-priors-sobol`` the same with BOCR's
+(``incumbent="mean"``); ``bocr-probe`` is ``bocr-trust`` whose first trial is where the
+sensitivity probe's additive model puts the best network (pruning benchmark only;
+``benchmarks._probe_start``); ``bocr-kl`` is ``bocr-trust`` with clusters cut from the probe's
+divergence curves (pruning benchmark only); ``bocr-width`` is ``bocr-trust`` with clusters of
+equally wide layers (``log2`` of the input channels; pruning benchmark only); ``bocr-flat`` is
+BOCR's GP with one variable per parameter from the first trial (no clusters); ``bocr-random`` is
+the defaults with clusters cut from random features (seeded), which measures what the layer
+features add; ``bocr-paper`` is the paper's gradual rollback with its schedule for 200
+evaluations as published (:data:`~optuna_bocr.PAPER_SCHEDULE`), not scaled to the run's budget,
+so its first 100 trials are the start of its 200-trial run and a study extends like the other
+methods' (``bocr-gradual`` at 200 trials); ``gp-priors`` is Optuna's GPSampler with BOCR's GP
+priors (lengthscales, noise) and nothing else changed, ``gp-priors-sobol`` the same with BOCR's
 start-up design (10 trials of a scrambled Sobol design over all parameters instead of random
 ones), ``gp-bocr-acqf`` that with BOCR's optimisation of log-EI too (what still differs from
 ``bocr-flat`` is the GP as fitted); ``tpe-uni`` is Optuna's TPE with independent (univariate)
@@ -84,6 +90,7 @@ METHOD_LABELS = {
     "bocr-clusters": "BOCR clusters only",
     "bocr-direct": "BOCR paper, direct rollback",
     "bocr-gradual": "BOCR paper, gradual rollback",
+    "bocr-paper": "BOCR paper, schedule for 200",
     "bocr-early": "BOCR gradual, early stagnation",
     "gp": "GPSampler",
     "gp-priors": "GPSampler, BOCR's GP priors",
@@ -148,6 +155,10 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
             "narrow_on_rollback": True,
             "trust_region": False,
         }
+    if method == "bocr-paper":
+        from optuna_bocr import PAPER_SCHEDULE
+
+        return dict(PAPER_SCHEDULE)
     if method in ("bocr-gradual", "bocr-early"):
         first, second = s(100), max(s(150), s(100) + 1)  # stay strictly increasing
         start1, start2 = (30, 60) if method == "bocr-early" else (80, 130)
@@ -194,7 +205,7 @@ def make_sampler(
         from optuna_bocr import BOCRSampler  # lazy: written concurrently
 
         kwargs: dict[str, Any] = dict(rollback_schedule(n_trials, method))
-        gradual = method in ("bocr-gradual", "bocr-early")
+        gradual = method in ("bocr-gradual", "bocr-early", "bocr-paper")
         kwargs["bridge_clusters"] = bridge_clusters if gradual else None
         kwargs.update(
             n_clusters=n_clusters,

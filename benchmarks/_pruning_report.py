@@ -89,6 +89,7 @@ def _paired_lines(
         "random",
         "bocr-direct",
         "bocr-gradual",
+        "bocr-paper",
         "bocr",
         "bocr-trust",
     ):

@@ -156,6 +156,42 @@ def check_checkpoints(args: argparse.Namespace, jobs: list[tuple[Any, ...]]) -> 
         )
 
 
+def check_schedules(args: argparse.Namespace, jobs: list[tuple[Any, ...]]) -> None:
+    """Refuse to resume studies whose rollback schedule was scaled to another trial budget.
+
+    ``bocr-direct``, ``bocr-gradual`` and ``bocr-early`` scale the paper's schedule to
+    ``--n-trials``; a study run with one budget and resumed with another would switch
+    schedules part-way (``bocr-paper`` keeps the published schedule at any budget).
+
+    Raises:
+        SystemExit: Naming the studies, both schedules and what to do; nothing has run.
+    """
+    storage = get_storage(args.storage)
+    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    clashes = []
+    for _, task, method, seed in jobs:
+        if method not in _methods.BUDGET_SCALED_METHODS:
+            continue
+        name = study_name(args, task, method, seed)
+        summary = summaries.get(name)
+        recorded = summary.user_attrs.get("sampler") if summary is not None else None
+        if not isinstance(recorded, dict) or "rollback_at" not in recorded:
+            continue
+        wanted = _methods.rollback_schedule(args.n_trials, method)["rollback_at"]
+        if list(recorded["rollback_at"]) != list(wanted):
+            clashes.append(
+                f"{name} (rollback at {list(recorded['rollback_at'])}, "
+                f"--n-trials {args.n_trials} gives {list(wanted)})"
+            )
+    if clashes:
+        raise SystemExit(
+            "Refusing to resume studies whose rollback schedule was scaled to another trial "
+            "budget: " + "; ".join(clashes) + ". Run them with the --n-trials they were "
+            "started with, use bocr-paper for the published 200-trial schedule at any budget, "
+            "or give another --storage to start new studies; nothing was run or changed."
+        )
+
+
 def trained_model(args: argparse.Namespace, task: str) -> Any:
     """A fresh copy of the task's network with its benchmark checkpoint loaded."""
     from optuna_bocr.models import build_model

@@ -25,7 +25,9 @@ bridge 10; lbound 0.2); all at 50% FLOPs unless ``--flops-ratio`` is given. ``bo
 BOCRSampler with its defaults (stage patience relative to the stage's size, whole range after
 a rollback); ``bocr-direct`` / ``bocr-gradual`` use the paper's schedule (direct at 100,
 gradual at 100 and 150, patience 20 from 80/130, top-k box) scaled by ``n_trials / 200``, so
-exactly the original at 200 trials. ``--methods all`` runs these BOCR variants, clusters only,
+exactly the original at 200 trials (a study is never resumed with another budget's schedule);
+``bocr-paper`` is gradual rollback with the original schedule at any budget, so its 200-trial
+study extends its 100-trial one. ``--methods all`` runs these BOCR variants, clusters only,
 and Optuna's GP, TPE, CMA-ES and random samplers; ``bocr-early`` (gradual rollback with
 stagnation checked from trial 30 and 60), ``bocr-box`` (the defaults with the top-k box),
 ``bocr-actual`` (the GP observing the clipped ratios), ``bocr-trust`` (a trust region after
@@ -64,6 +66,7 @@ from benchmarks._pruning_final import final_eval
 from benchmarks._pruning_final import seed_tests
 from benchmarks._pruning_report import report
 from benchmarks._pruning_setup import check_checkpoints
+from benchmarks._pruning_setup import check_schedules
 from benchmarks._pruning_setup import checkpoint_fingerprint
 from benchmarks._pruning_setup import checkpoint_path
 from benchmarks._pruning_setup import COMMITTED_CHECKPOINTS
@@ -345,6 +348,7 @@ def main(argv: list[str] | None = None) -> None:
         # (IntegrityError on alembic_version) when two workers run it on a new file at once.
         get_storage(args.storage)
         check_checkpoints(args, jobs)
+        check_schedules(args, jobs)
         print(
             f"{len(jobs)} studies, {args.n_trials} trials each, {args.jobs} process(es)",
             flush=True,

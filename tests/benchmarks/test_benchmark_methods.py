@@ -175,3 +175,22 @@ def test_a_method_whose_package_is_missing_is_refused_before_any_work(
     with pytest.raises(SystemExit, match=r"no_such_package_here package is missing .*'cmaes'"):
         synthetic.main(["--tasks", "grouped27", "--methods", "cmaes", "--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())
+
+
+def test_paper_schedule_is_the_published_one_at_any_budget() -> None:
+    from optuna_bocr import PAPER_SCHEDULE
+
+    names = [f"layer{i}" for i in range(27)]
+    space = {n: FloatDistribution(0.1, 1.0) for n in names}
+    features = {n: np.array([float(i // 9), 0.01 * i]) for i, n in enumerate(names)}
+    schedules = []
+    for n_trials in (60, 100, 200):
+        sampler, settings = _methods.make_sampler(
+            "bocr-paper", seed=0, search_space=space, features=features, n_trials=n_trials
+        )
+        assert isinstance(sampler, BOCRSampler) and sampler.stage_sizes == [3, 9, 27]
+        schedules.append({k: settings[k] for k in PAPER_SCHEDULE})
+    assert schedules == [PAPER_SCHEDULE] * 3
+    # At 200 trials the budget-scaled gradual rollback is the same schedule.
+    assert _methods.rollback_schedule(200, "bocr-gradual") == dict(PAPER_SCHEDULE)
+    assert _methods.rollback_schedule(100, "bocr-gradual")["rollback_at"] == (50, 75)

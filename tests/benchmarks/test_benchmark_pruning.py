@@ -235,3 +235,46 @@ def test_seed_tests_of_studies_with_other_settings_stay_out_of_the_table() -> No
     table = "\n".join(_seed_test_lines(final, args, "resnet56", ["bocr-trust", "bocr"], [0]))
     assert "| BOCR, trust region | 1 | 88.50 [88.50, 88.50] | - |" in table
     assert "| BOCR defaults | 1 | 88.00 [88.00, 88.00] | +0.50 [+0.50, +0.50] (1/1) |" in table
+
+
+def test_a_study_is_never_resumed_with_another_budgets_schedule(
+    pruning_script: ModuleType, tmp_path: Path
+) -> None:
+    import argparse
+
+    from benchmarks import _methods
+    from benchmarks._pruning_setup import check_schedules
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    args = argparse.Namespace(
+        autocast=False,
+        masked_eval=False,
+        flops_ratio=0.5,
+        val_size=200,
+        distance=None,
+        budget_rule="scale",
+        storage=storage,
+        n_trials=100,
+    )
+    space = {f"layer{i}": optuna.distributions.FloatDistribution(0.1, 1.0) for i in range(9)}
+    features = {n: [float(i)] for i, n in enumerate(space)}
+    for method in ("bocr-gradual", "bocr-paper"):  # recorded as run_one records them
+        _, settings = _methods.make_sampler(
+            method, seed=0, search_space=space, features=features, n_trials=100, bridge_clusters=6
+        )
+        study = optuna.create_study(
+            storage=storage, study_name=pruning_script.study_name(args, "resnet20", method, 0)
+        )
+        study.set_user_attr("sampler", json.loads(json.dumps(settings, default=str)))
+        study.optimize(lambda t: sum(t.suggest_float(n, 0.1, 1.0) for n in space), n_trials=2)
+    jobs = [(args, "resnet20", m, 0) for m in ("bocr-gradual", "bocr-paper", "gp")]
+    check_schedules(args, jobs)  # the same budget resumes
+    args.n_trials = 200
+    name = pruning_script.study_name(args, "resnet20", "bocr-gradual", 0)
+    with pytest.raises(SystemExit, match="another trial budget") as excinfo:
+        check_schedules(args, jobs)
+    message = str(excinfo.value)
+    assert name in message and "[50, 75]" in message and "[100, 150]" in message
+    assert "bocr-paper-seed0" not in message  # the published schedule extends at any budget
+    study = optuna.load_study(study_name=name, storage=storage)
+    assert len(study.trials) == 2  # nothing changed
