@@ -14,6 +14,7 @@ import optuna
 from benchmarks import _common as common
 from benchmarks import _methods
 from benchmarks._pruning_setup import get_storage
+from benchmarks._pruning_setup import SAMPLER_SETTINGS_KEY
 from benchmarks._pruning_setup import study_name
 
 CHECKPOINTS = (25, 50, 100, 200)
@@ -194,7 +195,7 @@ def report(
                     continue
                 recs = _first_complete(common.trial_records(study), args.n_trials)
                 data.setdefault(method, {})[seed] = recs
-                settings = study.user_attrs.get("sampler", {})
+                settings = study.user_attrs.get(SAMPLER_SETTINGS_KEY, {})
                 if settings.get("structure_pvalue") is not None:
                     structure.add(
                         f"p = {settings['structure_pvalue']:g} "

@@ -34,6 +34,10 @@ COMMITTED_CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 every machine prunes the same networks and no run waits for a retrain."""
 
 
+SAMPLER_SETTINGS_KEY = "sampler"
+"""Study user attr: the settings of the study's sampler, as ``make_sampler`` returned them."""
+
+
 def checkpoint_path(args: argparse.Namespace, task: str) -> Path:
     """The task's checkpoint: the committed one if the repository has it, else the cache."""
     model = TASKS[task]["model"]
@@ -127,14 +131,22 @@ def checkpoint_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def check_checkpoints(args: argparse.Namespace, jobs: list[tuple[Any, ...]]) -> None:
+def existing_studies(args: argparse.Namespace) -> dict[str, optuna.study.StudySummary]:
+    """The studies already in ``--storage``, by name (read once for the checks below)."""
+    storage = get_storage(args.storage)
+    return {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+
+
+def check_checkpoints(
+    args: argparse.Namespace,
+    jobs: list[tuple[Any, ...]],
+    summaries: dict[str, optuna.study.StudySummary],
+) -> None:
     """Refuse to resume studies that were run with another checkpoint than the cached one.
 
     Raises:
         SystemExit: Naming the studies, the fingerprints and what to do; nothing has run.
     """
-    storage = get_storage(args.storage)
-    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
     current: dict[str, str] = {}
     clashes = []
     for _, task, method, seed in jobs:
@@ -156,7 +168,11 @@ def check_checkpoints(args: argparse.Namespace, jobs: list[tuple[Any, ...]]) -> 
         )
 
 
-def check_schedules(args: argparse.Namespace, jobs: list[tuple[Any, ...]]) -> None:
+def check_schedules(
+    args: argparse.Namespace,
+    jobs: list[tuple[Any, ...]],
+    summaries: dict[str, optuna.study.StudySummary],
+) -> None:
     """Refuse to resume studies whose rollback schedule was scaled to another trial budget.
 
     ``bocr-direct``, ``bocr-gradual`` and ``bocr-early`` scale the paper's schedule to
@@ -166,15 +182,13 @@ def check_schedules(args: argparse.Namespace, jobs: list[tuple[Any, ...]]) -> No
     Raises:
         SystemExit: Naming the studies, both schedules and what to do; nothing has run.
     """
-    storage = get_storage(args.storage)
-    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
     clashes = []
     for _, task, method, seed in jobs:
         if method not in _methods.BUDGET_SCALED_METHODS:
             continue
         name = study_name(args, task, method, seed)
         summary = summaries.get(name)
-        recorded = summary.user_attrs.get("sampler") if summary is not None else None
+        recorded = summary.user_attrs.get(SAMPLER_SETTINGS_KEY) if summary is not None else None
         if not isinstance(recorded, dict) or "rollback_at" not in recorded:
             continue
         wanted = _methods.rollback_schedule(args.n_trials, method)["rollback_at"]

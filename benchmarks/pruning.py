@@ -71,9 +71,11 @@ from benchmarks._pruning_setup import checkpoint_fingerprint
 from benchmarks._pruning_setup import checkpoint_path
 from benchmarks._pruning_setup import COMMITTED_CHECKPOINTS
 from benchmarks._pruning_setup import ensure_checkpoint
+from benchmarks._pruning_setup import existing_studies
 from benchmarks._pruning_setup import get_objective
 from benchmarks._pruning_setup import get_splits
 from benchmarks._pruning_setup import get_storage
+from benchmarks._pruning_setup import SAMPLER_SETTINGS_KEY
 from benchmarks._pruning_setup import study_name
 from benchmarks._pruning_setup import TASKS
 from benchmarks._pruning_setup import width_features
@@ -146,7 +148,7 @@ def run_one(args: argparse.Namespace, task: str, method: str, seed: int) -> None
         study_name=name,
         load_if_exists=True,
     )
-    study.set_user_attr("sampler", json.loads(json.dumps(settings, default=str)))
+    study.set_user_attr(SAMPLER_SETTINGS_KEY, json.loads(json.dumps(settings, default=str)))
     study.set_user_attr(CHECKPOINT_SHA256_KEY, checkpoint_fingerprint(checkpoint_path(args, task)))
     if probe_record is not None:
         study.set_user_attr(PROBE_KEY, probe_record)
@@ -347,8 +349,9 @@ def main(argv: list[str] | None = None) -> None:
         # Create the storage's tables here, once: Optuna's first-time schema setup fails
         # (IntegrityError on alembic_version) when two workers run it on a new file at once.
         get_storage(args.storage)
-        check_checkpoints(args, jobs)
-        check_schedules(args, jobs)
+        studies = existing_studies(args)
+        check_checkpoints(args, jobs, studies)
+        check_schedules(args, jobs, studies)
         print(
             f"{len(jobs)} studies, {args.n_trials} trials each, {args.jobs} process(es)",
             flush=True,

@@ -244,6 +244,8 @@ def test_a_study_is_never_resumed_with_another_budgets_schedule(
 
     from benchmarks import _methods
     from benchmarks._pruning_setup import check_schedules
+    from benchmarks._pruning_setup import existing_studies
+    from benchmarks._pruning_setup import SAMPLER_SETTINGS_KEY
 
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     args = argparse.Namespace(
@@ -265,14 +267,14 @@ def test_a_study_is_never_resumed_with_another_budgets_schedule(
         study = optuna.create_study(
             storage=storage, study_name=pruning_script.study_name(args, "resnet20", method, 0)
         )
-        study.set_user_attr("sampler", json.loads(json.dumps(settings, default=str)))
+        study.set_user_attr(SAMPLER_SETTINGS_KEY, json.loads(json.dumps(settings, default=str)))
         study.optimize(lambda t: sum(t.suggest_float(n, 0.1, 1.0) for n in space), n_trials=2)
     jobs = [(args, "resnet20", m, 0) for m in ("bocr-gradual", "bocr-paper", "gp")]
-    check_schedules(args, jobs)  # the same budget resumes
+    check_schedules(args, jobs, existing_studies(args))  # the same budget resumes
     args.n_trials = 200
     name = pruning_script.study_name(args, "resnet20", "bocr-gradual", 0)
     with pytest.raises(SystemExit, match="another trial budget") as excinfo:
-        check_schedules(args, jobs)
+        check_schedules(args, jobs, existing_studies(args))
     message = str(excinfo.value)
     assert name in message and "[50, 75]" in message and "[100, 150]" in message
     assert "bocr-paper-seed0" not in message  # the published schedule extends at any budget
