@@ -1,0 +1,262 @@
+"""Do a search's validation gains carry to the test split, and does the GP's mean pick better?
+
+A best validation top-1 is the maximum of many scores on the same few hundred images, so
+part of it is luck on those images. Two measures on finished pruning-benchmark studies:
+
+- ``carry``: for each (method, seed) tested at two budgets (the ``final_<task>.json`` of two
+  report folders, written by ``benchmarks.pruning --seed-tests``), how much of the gain of
+  the best validation top-1 between the budgets the chosen network keeps on the test split.
+- ``pick``: per study, the trial of best GP posterior mean (BOCR's GP fitted to every
+  COMPLETE trial of the first ``--n-trials``, on its budgeted ratios) against the best
+  observation, both tested on the test split: does choosing by the mean keep better
+  networks?
+
+Example::
+
+    python -m benchmarks.selection --task resnet20 --val-size 1000 --train-epochs 6 \\
+        --storage benchmarks/results/pruning-resnet20-scale/studies.log \\
+        --carry benchmarks/results/pruning-resnet20-scale/t100 \\
+        benchmarks/results/pruning-resnet20-scale/t200-s10 \\
+        --pick bocr-trust,cmaes --seeds 10 --n-trials 200 \\
+        --out benchmarks/results/pruning-resnet20-scale/selection.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+import time
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from benchmarks import _common as common
+from benchmarks._pruning_setup import get_objective
+from benchmarks._pruning_setup import get_splits
+from benchmarks._pruning_setup import get_storage
+from benchmarks._pruning_setup import study_name
+from benchmarks._pruning_setup import TASKS
+from optuna_bocr.keys import ACTUAL_PARAMS_KEY
+
+_RESAMPLES = 4000
+
+
+def paired_interval(diffs: list[float], seed: int = 0) -> dict[str, float]:
+    """Mean of ``diffs``, its 95% bootstrap interval and the count above zero."""
+    d = np.asarray(diffs, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = rng.choice(d, size=(_RESAMPLES, len(d))).mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {
+        "mean": float(d.mean()),
+        "low": float(low),
+        "high": float(high),
+        "ahead": int((d > 0).sum()),
+    }
+
+
+def carry(early: dict[str, Any], late: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per method, the validation and test gains of the chosen network between two budgets.
+
+    Args:
+        early, late: The ``"seeds"`` records of two ``final_<task>.json`` files (study name
+            to ``{"method", "seed", "trial", "val_top1", "test_top1"}``).
+
+    Returns:
+        Per method with a study in both: seeds, how many chose another trial at the later
+        budget, and the paired validation and test gains (:func:`paired_interval`).
+    """
+    by_method: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for name, b in late.items():
+        if name in early:
+            by_method.setdefault(b["method"], []).append((early[name], b))
+    out: dict[str, dict[str, Any]] = {}
+    for method, pairs in sorted(by_method.items()):
+        out[method] = {
+            "seeds": len(pairs),
+            "new_best": sum(a["trial"] != b["trial"] for a, b in pairs),
+            "val_gain": paired_interval([b["val_top1"] - a["val_top1"] for a, b in pairs]),
+            "test_gain": paired_interval([b["test_top1"] - a["test_top1"] for a, b in pairs]),
+            "test_early_median": float(np.median([a["test_top1"] for a, _ in pairs])),
+            "test_late_median": float(np.median([b["test_top1"] for _, b in pairs])),
+        }
+    return out
+
+
+def best_mean_index(ratios: np.ndarray, values: np.ndarray, lbound: float) -> tuple[int, float]:
+    """Index of the trial of best GP posterior mean, and the fitted noise in value units.
+
+    Args:
+        ratios: ``(n, d)`` budgeted preserve ratios of the trials, in ``[lbound, 1]``.
+        values: ``(n,)`` their validation top-1 (larger is better).
+        lbound: The smallest ratio: ``[lbound, 1]`` maps to the GP's unit cube.
+    """
+    import torch
+
+    from optuna_bocr.sampler._gp import fit_gp
+    from optuna_bocr.sampler._posterior import Posterior
+
+    scale = float(values.std()) or 1.0
+    model, _ = fit_gp((ratios - lbound) / (1.0 - lbound), (values - values.mean()) / scale)
+    with torch.no_grad():
+        mean = Posterior(model)(torch.from_numpy(model.x.numpy()))[0].numpy()
+    noise = float(model.hyperparameters.noise.sqrt()) * scale
+    return int(np.argmax(mean)), noise
+
+
+def pick(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> dict[str, Any]:
+    """Per study, the best observation and the trial of best posterior mean, both tested.
+
+    Cached in ``--out`` per study and ``--n-trials``; a study with fewer COMPLETE trials is
+    skipped with a line saying so.
+    """
+    from optuna_bocr.training import evaluate
+
+    path = Path(args.out)
+    done: dict[str, Any] = json.loads(path.read_text()).get("pick", {}) if path.exists() else {}
+    storage = get_storage(args.storage)
+    test = None
+    for method in methods:
+        for seed in seeds:
+            name = study_name(args, args.task, method, seed)
+            key = f"{name}|{args.n_trials}"
+            if key in done:
+                continue
+            try:
+                study = optuna.load_study(study_name=name, storage=storage)
+            except KeyError:
+                continue
+            trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            trials = trials[: args.n_trials]
+            if len(trials) < args.n_trials:
+                print(f"[skip] {name}: {len(trials)} COMPLETE trials of {args.n_trials}")
+                continue
+            names = sorted(trials[0].params)
+            ratios = np.array(
+                [[t.user_attrs[ACTUAL_PARAMS_KEY][n] for n in names] for t in trials]
+            )
+            values = np.array([float(t.value) for t in trials])  # type: ignore[arg-type]
+            i_mean, noise = best_mean_index(ratios, values, TASKS[args.task]["lbound"])
+            i_obs = int(np.argmax(values))
+            objective = get_objective(args, args.task)
+            test = get_splits(args).test if test is None else test
+            t0 = time.perf_counter()
+            tested = {i: evaluate(objective.export(trials[i]), test, device=args.device)[0]
+                      for i in {i_obs, i_mean}}  # fmt: skip
+            done[key] = {
+                "method": method,
+                "seed": seed,
+                "observed_trial": trials[i_obs].number,
+                "mean_trial": trials[i_mean].number,
+                "observed_val": float(values[i_obs]),
+                "mean_val": float(values[i_mean]),
+                "observed_test": tested[i_obs],
+                "mean_test": tested[i_mean],
+                "noise_sd": noise,
+                "seconds": time.perf_counter() - t0,
+            }
+            print(
+                f"[pick] {name}: best observation trial {trials[i_obs].number} (test "
+                f"{tested[i_obs]:.2f}), best mean trial {trials[i_mean].number} (test "
+                f"{tested[i_mean]:.2f})",
+                flush=True,
+            )
+            _write(path, {"pick": done})
+    return done
+
+
+def pick_summary(done: dict[str, Any], n_trials: int) -> dict[str, dict[str, Any]]:
+    """Per method: the mean pick's test top-1 minus the best observation's, paired by seed."""
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for key, r in done.items():
+        if key.endswith(f"|{n_trials}"):
+            by_method.setdefault(r["method"], []).append(r)
+    return {
+        m: {
+            "seeds": len(rs),
+            "same_trial": sum(r["mean_trial"] == r["observed_trial"] for r in rs),
+            "observed_test_median": float(np.median([r["observed_test"] for r in rs])),
+            "mean_test_median": float(np.median([r["mean_test"] for r in rs])),
+            "mean_minus_observed": paired_interval(
+                [r["mean_test"] - r["observed_test"] for r in rs]
+            ),
+            "noise_sd_median": float(np.median([r["noise_sd"] for r in rs])),
+        }
+        for m, rs in sorted(by_method.items())
+    }
+
+
+def _write(path: Path, update: dict[str, Any]) -> None:
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(update)
+    common.write_json(path, data)
+
+
+def _interval(s: dict[str, float], n: int) -> str:
+    return f"{s['mean']:+.2f} [{s['low']:+.2f}, {s['high']:+.2f}] ({s['ahead']}/{n})"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", choices=sorted(TASKS), required=True)
+    p.add_argument("--storage", required=True, help="the benchmark's storage (a studies.log)")
+    p.add_argument("--out", required=True, help="results (JSON); pick results are cached here")
+    p.add_argument(
+        "--carry", nargs=2, metavar=("EARLY", "LATE"), help="two report folders to compare"
+    )
+    p.add_argument("--pick", default="", help="comma-separated methods to run the pick on")
+    p.add_argument("--seeds", default="5", help="N (seeds 0..N-1), 'a-b' or 'a,b,c'")
+    p.add_argument("--n-trials", type=int, default=200, help="the pick's first trials")
+    p.add_argument("--val-size", type=int, default=5000)
+    p.add_argument("--n-calibration-images", type=int, default=None, help="(--val-size)")
+    p.add_argument("--train-epochs", type=float, default=15, help="which checkpoint")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--work-dir", default="benchmarks/_work")
+    args = p.parse_args(argv)
+    if not args.carry and not args.pick:
+        p.error("nothing to do: give --carry EARLY LATE, --pick METHODS or both")
+    reports = [Path(d) / f"final_{args.task}.json" for d in args.carry or []]
+    missing = [str(r) for r in reports if not r.is_file()]
+    if missing:
+        p.error(f"no seed tests at {', '.join(missing)}: run benchmarks.pruning --seed-tests")
+    # The pruning benchmark's helpers read these settings (the -scale studies).
+    args.flops_ratio, args.autocast, args.masked_eval, args.distance = 0.5, False, False, None
+    args.budget_rule, args.train_max_images, args.test_size = "scale", None, None
+    if args.n_calibration_images is None:
+        args.n_calibration_images = args.val_size
+    if args.carry:
+        early, late = (json.loads(r.read_text())["seeds"] for r in reports)
+        result = carry(early, late)
+        _write(
+            Path(args.out), {"carry": {"early": args.carry[0], "late": args.carry[1], **result}}
+        )
+        print(
+            f"Validation and test gains from {args.carry[0]} to {args.carry[1]}, paired by seed:"
+        )
+        for m, r in result.items():
+            n = r["seeds"]
+            print(
+                f"  {m}: {n} seeds ({r['new_best']} chose another trial), val "
+                f"{_interval(r['val_gain'], n)}, test {_interval(r['test_gain'], n)}"
+            )
+    if args.pick:
+        methods = [m for m in args.pick.split(",") if m]
+        done = pick(args, methods, common.parse_seeds(args.seeds))
+        summary = pick_summary(done, args.n_trials)
+        _write(Path(args.out), {"pick_summary": summary})
+        print(f"Test top-1 of the best-mean trial minus the best observation ({args.n_trials}):")
+        for m, s in summary.items():
+            print(
+                f"  {m}: {s['seeds']} seeds ({s['same_trial']} the same trial), "
+                f"{_interval(s['mean_minus_observed'], s['seeds'])}; medians "
+                f"{s['observed_test_median']:.2f} -> {s['mean_test_median']:.2f}"
+            )
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
