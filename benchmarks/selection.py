@@ -86,6 +86,22 @@ def carry(early: dict[str, Any], late: dict[str, Any]) -> dict[str, dict[str, An
     return out
 
 
+def optimism(late: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per method, the mean of the chosen networks' validation minus test top-1.
+
+    Part of it is the two splits' difference (random search's networks, chosen from few
+    good ones, show the least); the rest is how much the chosen scores owe to luck on the
+    validation images, which grows with the number of near-equal networks compared.
+    """
+    by_method: dict[str, list[float]] = {}
+    for r in late.values():
+        by_method.setdefault(r["method"], []).append(r["val_top1"] - r["test_top1"])
+    return {
+        m: {"seeds": len(g), "val_minus_test": float(np.mean(g))}
+        for m, g in sorted(by_method.items())
+    }
+
+
 def best_mean_index(ratios: np.ndarray, values: np.ndarray, lbound: float) -> tuple[int, float]:
     """Index of the trial of best GP posterior mean, and the fitted noise in value units.
 
@@ -231,8 +247,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.carry:
         early, late = (json.loads(r.read_text())["seeds"] for r in reports)
         result = carry(early, late)
+        gaps = optimism(late)
         _write(
-            Path(args.out), {"carry": {"early": args.carry[0], "late": args.carry[1], **result}}
+            Path(args.out),
+            {
+                "carry": {"early": args.carry[0], "late": args.carry[1], **result},
+                "optimism": gaps,
+            },
         )
         print(
             f"Validation and test gains from {args.carry[0]} to {args.carry[1]}, paired by seed:"
@@ -243,6 +264,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"  {m}: {n} seeds ({r['new_best']} chose another trial), val "
                 f"{_interval(r['val_gain'], n)}, test {_interval(r['test_gain'], n)}"
             )
+        print(f"Validation minus test top-1 of the chosen networks at {args.carry[1]}:")
+        for m, g in gaps.items():
+            print(f"  {m}: {g['val_minus_test']:.2f} ({g['seeds']} seeds)")
     if args.pick:
         methods = [m for m in args.pick.split(",") if m]
         done = pick(args, methods, common.parse_seeds(args.seeds))

@@ -45,6 +45,9 @@ def test_carry_pairs_each_study_with_itself_at_the_two_budgets(tmp_path: Path) -
     assert result["a"]["test_gain"]["mean"] == pytest.approx(0.0)
     assert result["a"]["val_gain"]["ahead"] == 2 and result["a"]["test_gain"]["ahead"] == 0
     assert result["b"]["new_best"] == 0 and result["b"]["val_gain"]["mean"] == 0.0
+    gaps = json.loads(out.read_text())["optimism"]
+    assert gaps["a"] == {"seeds": 2, "val_minus_test": pytest.approx(2.0)}
+    assert gaps["b"]["val_minus_test"] == pytest.approx(1.0)
 
 
 def test_the_posterior_mean_passes_over_a_lucky_trial() -> None:
