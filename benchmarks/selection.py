@@ -41,21 +41,22 @@ from benchmarks._pruning_setup import study_name
 from benchmarks._pruning_setup import TASKS
 from optuna_bocr.keys import ACTUAL_PARAMS_KEY
 
-_RESAMPLES = 4000
 
+def paired_interval(diffs: list[float]) -> dict[str, float]:
+    """Mean of per-seed paired ``diffs``, its 95% bootstrap interval and the count above zero.
 
-def paired_interval(diffs: list[float], seed: int = 0) -> dict[str, float]:
-    """Mean of ``diffs``, its 95% bootstrap interval and the count above zero."""
-    d = np.asarray(diffs, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = rng.choice(d, size=(_RESAMPLES, len(d))).mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {
-        "mean": float(d.mean()),
-        "low": float(low),
-        "high": float(high),
-        "ahead": int((d > 0).sum()),
-    }
+    The pruning report's statistic (:func:`benchmarks._common.paired_difference`, 4000
+    resamples) on differences that are already paired.
+    """
+    found = common.paired_difference(
+        {i: np.array([d]) for i, d in enumerate(diffs)},
+        {i: np.zeros(1) for i in range(len(diffs))},
+        1,
+    )
+    if found is None:
+        raise ValueError("no paired differences to summarise")
+    mean, low, high, ahead, _ = found
+    return {"mean": mean, "low": low, "high": high, "ahead": ahead}
 
 
 def carry(early: dict[str, Any], late: dict[str, Any]) -> dict[str, dict[str, Any]]:
