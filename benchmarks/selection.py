@@ -10,6 +10,11 @@ part of it is luck on those images. Two measures on finished pruning-benchmark s
   COMPLETE trial of the first ``--n-trials``, on its budgeted ratios) against the best
   observation, both tested on the test split: does choosing by the mean keep better
   networks?
+- ``rescore``: per study, the ``--top-k`` best distinct trials scored again on the held-out
+  images the search never saw (those of the first ``--rescore-size`` validation images
+  beyond its ``--val-size``; the checkpoints held out 5000), and the trial best on them, or
+  on all the validation images together, tested against the best observation: does
+  spending a few evaluations on more images at the end keep better networks?
 
 Example::
 
@@ -18,6 +23,10 @@ Example::
         --carry benchmarks/results/pruning-resnet20-scale/t100 \\
         benchmarks/results/pruning-resnet20-scale/t200-s10 \\
         --pick bocr-trust,cmaes --seeds 10 --n-trials 200 \\
+        --out benchmarks/results/pruning-resnet20-scale/selection.json
+    python -m benchmarks.selection --task resnet20 --val-size 1000 --train-epochs 6 \\
+        --storage benchmarks/results/pruning-resnet20-scale/studies.log \\
+        --rescore bocr-trust,cmaes --top-k 5 --seeds 10 --n-trials 200 \\
         --out benchmarks/results/pruning-resnet20-scale/selection.json
 """
 
@@ -28,6 +37,7 @@ import json
 from pathlib import Path
 import time
 from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
@@ -40,6 +50,11 @@ from benchmarks._pruning_setup import get_storage
 from benchmarks._pruning_setup import study_name
 from benchmarks._pruning_setup import TASKS
 from optuna_bocr.keys import ACTUAL_PARAMS_KEY
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from optuna.trial import FrozenTrial
 
 
 def paired_interval(diffs: list[float]) -> dict[str, float]:
@@ -124,18 +139,15 @@ def best_mean_index(ratios: np.ndarray, values: np.ndarray, lbound: float) -> tu
     return int(np.argmax(mean)), noise
 
 
-def pick(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> dict[str, Any]:
-    """Per study, the best observation and the trial of best posterior mean, both tested.
+def _studies(
+    args: argparse.Namespace, methods: list[str], seeds: list[int], done: dict[str, Any]
+) -> Iterator[tuple[str, str, int, list[FrozenTrial]]]:
+    """``(cache key, method, seed, first --n-trials COMPLETE trials)`` of each study to run.
 
-    Cached in ``--out`` per study and ``--n-trials``; a study with fewer COMPLETE trials is
-    skipped with a line saying so.
+    Studies cached in ``done`` and missing studies are passed over; a study with fewer
+    COMPLETE trials is skipped with a line saying so.
     """
-    from optuna_bocr.training import evaluate
-
-    path = Path(args.out)
-    done: dict[str, Any] = json.loads(path.read_text()).get("pick", {}) if path.exists() else {}
     storage = get_storage(args.storage)
-    test = None
     for method in methods:
         for seed in seeds:
             name = study_name(args, args.task, method, seed)
@@ -151,37 +163,54 @@ def pick(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> dict
             if len(trials) < args.n_trials:
                 print(f"[skip] {name}: {len(trials)} COMPLETE trials of {args.n_trials}")
                 continue
-            names = sorted(trials[0].params)
-            ratios = np.array(
-                [[t.user_attrs[ACTUAL_PARAMS_KEY][n] for n in names] for t in trials]
-            )
-            values = np.array([float(t.value) for t in trials])  # type: ignore[arg-type]
-            i_mean, noise = best_mean_index(ratios, values, TASKS[args.task]["lbound"])
-            i_obs = int(np.argmax(values))
-            objective = get_objective(args, args.task)
-            test = get_splits(args).test if test is None else test
-            t0 = time.perf_counter()
-            tested = {i: evaluate(objective.export(trials[i]), test, device=args.device)[0]
-                      for i in {i_obs, i_mean}}  # fmt: skip
-            done[key] = {
-                "method": method,
-                "seed": seed,
-                "observed_trial": trials[i_obs].number,
-                "mean_trial": trials[i_mean].number,
-                "observed_val": float(values[i_obs]),
-                "mean_val": float(values[i_mean]),
-                "observed_test": tested[i_obs],
-                "mean_test": tested[i_mean],
-                "noise_sd": noise,
-                "seconds": time.perf_counter() - t0,
-            }
-            print(
-                f"[pick] {name}: best observation trial {trials[i_obs].number} (test "
-                f"{tested[i_obs]:.2f}), best mean trial {trials[i_mean].number} (test "
-                f"{tested[i_mean]:.2f})",
-                flush=True,
-            )
-            _write(path, {"pick": done})
+            yield key, method, seed, trials
+
+
+def _cached(path: Path, section: str) -> dict[str, Any]:
+    return json.loads(path.read_text()).get(section, {}) if path.exists() else {}
+
+
+def pick(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> dict[str, Any]:
+    """Per study, the best observation and the trial of best posterior mean, both tested.
+
+    Cached in ``--out`` per study and ``--n-trials``.
+    """
+    from optuna_bocr.training import evaluate
+
+    path = Path(args.out)
+    done = _cached(path, "pick")
+    test = None
+    for key, method, seed, trials in _studies(args, methods, seeds, done):
+        name = key.split("|")[0]
+        names = sorted(trials[0].params)
+        ratios = np.array([[t.user_attrs[ACTUAL_PARAMS_KEY][n] for n in names] for t in trials])
+        values = np.array([float(t.value) for t in trials])  # type: ignore[arg-type]
+        i_mean, noise = best_mean_index(ratios, values, TASKS[args.task]["lbound"])
+        i_obs = int(np.argmax(values))
+        objective = get_objective(args, args.task)
+        test = get_splits(args).test if test is None else test
+        t0 = time.perf_counter()
+        tested = {i: evaluate(objective.export(trials[i]), test, device=args.device)[0]
+                  for i in {i_obs, i_mean}}  # fmt: skip
+        done[key] = {
+            "method": method,
+            "seed": seed,
+            "observed_trial": trials[i_obs].number,
+            "mean_trial": trials[i_mean].number,
+            "observed_val": float(values[i_obs]),
+            "mean_val": float(values[i_mean]),
+            "observed_test": tested[i_obs],
+            "mean_test": tested[i_mean],
+            "noise_sd": noise,
+            "seconds": time.perf_counter() - t0,
+        }
+        print(
+            f"[pick] {name}: best observation trial {trials[i_obs].number} (test "
+            f"{tested[i_obs]:.2f}), best mean trial {trials[i_mean].number} (test "
+            f"{tested[i_mean]:.2f})",
+            flush=True,
+        )
+        _write(path, {"pick": done})
     return done
 
 
@@ -206,6 +235,98 @@ def pick_summary(done: dict[str, Any], n_trials: int) -> dict[str, dict[str, Any
     }
 
 
+def top_distinct(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
+    """The ``k`` trials of highest value whose budgeted ratios differ (first one on ties)."""
+    seen: set[tuple[float, ...]] = set()
+    out: list[FrozenTrial] = []
+    for t in sorted(trials, key=lambda t: (-float(t.value), t.number)):  # type: ignore[arg-type]
+        ratios = t.user_attrs[ACTUAL_PARAMS_KEY]
+        point = tuple(round(float(ratios[n]), 6) for n in sorted(ratios))
+        if point not in seen:
+            seen.add(point)
+            out.append(t)
+            if len(out) == k:
+                break
+    return out
+
+
+def rescore(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> dict[str, Any]:
+    """Per study, the top-k trials scored on the unseen validation images; choices tested.
+
+    Two choices: the best on the unseen images alone (``fresh``) and the best on every
+    validation image, the search's and the unseen ones together (``pooled``). Cached in
+    ``--out`` per study and ``--n-trials``.
+    """
+    from optuna_bocr.training import evaluate
+
+    path = Path(args.out)
+    done = _cached(path, "rescore")
+    fresh_set = test = None
+    for key, method, seed, trials in _studies(args, methods, seeds, done):
+        objective = get_objective(args, args.task)
+        if fresh_set is None:
+            wide = get_splits(argparse.Namespace(**{**vars(args), "val_size": args.rescore_size}))
+            fresh_set = wide.val.subset(range(args.val_size, args.rescore_size))
+            test = get_splits(args).test
+        assert test is not None
+        t0 = time.perf_counter()
+        top = top_distinct(trials, args.top_k)
+        models = {t.number: objective.export(t) for t in top}
+        fresh = {n: evaluate(m, fresh_set, device=args.device)[0] for n, m in models.items()}
+        n_fresh = args.rescore_size - args.val_size
+        pooled = {
+            t.number: (float(t.value) * args.val_size + fresh[t.number] * n_fresh)  # type: ignore[arg-type]
+            / args.rescore_size
+            for t in top
+        }
+        chosen = {
+            "observed": top[0].number,
+            "fresh": max(fresh, key=lambda n: (fresh[n], -n)),
+            "pooled": max(pooled, key=lambda n: (pooled[n], -n)),
+        }
+        tested = {
+            n: evaluate(models[n], test, device=args.device)[0] for n in set(chosen.values())
+        }
+        done[key] = {
+            "method": method,
+            "seed": seed,
+            "top_k": [
+                {"trial": t.number, "val": float(t.value), "fresh": fresh[t.number]}  # type: ignore[arg-type]
+                for t in top
+            ],
+            "chosen": chosen,
+            "test": {str(n): v for n, v in tested.items()},
+            "seconds": time.perf_counter() - t0,
+        }
+        print(
+            f"[rescore] {key.split('|')[0]}: "
+            + ", ".join(f"{c} trial {n} (test {tested[n]:.2f})" for c, n in chosen.items()),
+            flush=True,
+        )
+        _write(path, {"rescore": done})
+    return done
+
+
+def rescore_summary(done: dict[str, Any], n_trials: int) -> dict[str, dict[str, Any]]:
+    """Per method and choice: test top-1 minus the best observation's, paired by seed."""
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for key, r in done.items():
+        if key.endswith(f"|{n_trials}"):
+            by_method.setdefault(r["method"], []).append(r)
+    out: dict[str, dict[str, Any]] = {}
+    for m, rs in sorted(by_method.items()):
+        obs = [r["test"][str(r["chosen"]["observed"])] for r in rs]
+        out[m] = {"seeds": len(rs), "observed_test_median": float(np.median(obs))}
+        for choice in ("fresh", "pooled"):
+            got = [r["test"][str(r["chosen"][choice])] for r in rs]
+            out[m][choice] = {
+                "other_trial": sum(r["chosen"][choice] != r["chosen"]["observed"] for r in rs),
+                "test_median": float(np.median(got)),
+                "minus_observed": paired_interval([g - o for g, o in zip(got, obs, strict=True)]),
+            }
+    return out
+
+
 def _write(path: Path, update: dict[str, Any]) -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
     data.update(update)
@@ -225,6 +346,11 @@ def main(argv: list[str] | None = None) -> None:
         "--carry", nargs=2, metavar=("EARLY", "LATE"), help="two report folders to compare"
     )
     p.add_argument("--pick", default="", help="comma-separated methods to run the pick on")
+    p.add_argument("--rescore", default="", help="comma-separated methods to re-score")
+    p.add_argument("--top-k", type=int, default=5, help="trials the re-score compares")
+    p.add_argument(
+        "--rescore-size", type=int, default=5000, help="validation images of the re-score"
+    )
     p.add_argument("--seeds", default="5", help="N (seeds 0..N-1), 'a-b' or 'a,b,c'")
     p.add_argument("--n-trials", type=int, default=200, help="the pick's first trials")
     p.add_argument("--val-size", type=int, default=5000)
@@ -234,8 +360,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-root", default=None)
     p.add_argument("--work-dir", default="benchmarks/_work")
     args = p.parse_args(argv)
-    if not args.carry and not args.pick:
-        p.error("nothing to do: give --carry EARLY LATE, --pick METHODS or both")
+    if not args.carry and not args.pick and not args.rescore:
+        p.error("nothing to do: give --carry EARLY LATE, --pick METHODS or --rescore METHODS")
+    if args.top_k < 2:
+        p.error(f"--top-k must be at least 2, got {args.top_k}")
+    if args.rescore and args.rescore_size <= args.val_size:
+        p.error(f"--rescore-size ({args.rescore_size}) must exceed --val-size ({args.val_size})")
     reports = [Path(d) / f"final_{args.task}.json" for d in args.carry or []]
     missing = [str(r) for r in reports if not r.is_file()]
     if missing:
@@ -280,6 +410,23 @@ def main(argv: list[str] | None = None) -> None:
                 f"{_interval(s['mean_minus_observed'], s['seeds'])}; medians "
                 f"{s['observed_test_median']:.2f} -> {s['mean_test_median']:.2f}"
             )
+    if args.rescore:
+        methods = [m for m in args.rescore.split(",") if m]
+        found = rescore_summary(
+            rescore(args, methods, common.parse_seeds(args.seeds)), args.n_trials
+        )
+        _write(Path(args.out), {"rescore_summary": found})
+        print(
+            f"Test top-1 of the best of the top {args.top_k} on {args.rescore_size} validation "
+            "images minus the best observation's:"
+        )
+        for m, r in found.items():
+            for c in ("fresh", "pooled"):
+                print(
+                    f"  {m}, {c}: {r['seeds']} seeds ({r[c]['other_trial']} another trial), "
+                    f"{_interval(r[c]['minus_observed'], r['seeds'])}; medians "
+                    f"{r['observed_test_median']:.2f} -> {r[c]['test_median']:.2f}"
+                )
     print(f"written: {args.out}")
 
 

@@ -65,6 +65,11 @@ FINETUNED_KEY = "optuna_bocr:finetuned"
 --top-k``), ``{str(trial number): {"val_top1", "search_top1", "test_top1"?, "settings"?}}``
 (finished trials cannot take new user attrs in Optuna, so they are kept on the study)."""
 
+RESCORED_KEY = "optuna_bocr:rescored"
+"""Study user attr: the top trials' top-1 on validation images the search never scored
+(``optuna-bocr export --top-k`` without fine-tuning), ``{str(trial number): {"rescore_top1",
+"search_top1", "n_images", "test_top1"?}}``."""
+
 CHECKPOINT_SHA256_KEY = "checkpoint_sha256"
 """Study user attr: SHA-256 over the tensors of the checkpoint that the study prunes."""
 

@@ -30,6 +30,9 @@ from optuna_bocr.cli._export_io import pick_study
 from optuna_bocr.cli._export_io import pick_trial
 from optuna_bocr.cli._export_io import print_report
 from optuna_bocr.cli._export_io import upload_artifacts
+from optuna_bocr.cli._export_top_k import choose_fine_tuned
+from optuna_bocr.cli._export_top_k import choose_rescored
+from optuna_bocr.cli._export_top_k import fresh_image_count
 from optuna_bocr.cli._plots import write_trial_plots
 from optuna_bocr.cli._settings import DataSettings
 from optuna_bocr.cli._storage import check_storage
@@ -54,6 +57,7 @@ class ExportSettings:
     finetune_lr: float
     finetune_bn: str
     top_k: int
+    rescore_images: int | None
     batch_size: int
     test_size: int | None
     latency_batch: int
@@ -69,8 +73,8 @@ class ExportSettings:
     def check(self) -> None:
         """Refuse what can be refused before the storage is opened or any work is done."""
         resolve_device(self.device)
-        if self.top_k > 1 and self.finetune_epochs <= 0:
-            raise CLIError("--top-k compares fine-tuned candidates: give --finetune-epochs > 0")
+        if self.rescore_images is not None and (self.top_k < 2 or self.finetune_epochs > 0):
+            raise CLIError("--rescore-images is for --top-k K (K >= 2) without --finetune-epochs")
         if self.top_k > 1 and self.trial is not None:
             raise CLIError("--top-k chooses the trial itself: drop --trial")
         check_storage(self.storage)
@@ -157,9 +161,20 @@ class ExportCommand(Command):
             type=positive_int,
             default=1,
             metavar="K",
-            help="fine-tune the K best distinct trials the same way, ship the best on the "
-            "validation split, report all K (stored on the study as user attr "
-            "optuna_bocr:finetuned) (default: %(default)s)",
+            help="choose among the K best distinct trials: with --finetune-epochs, fine-tune "
+            "each the same way and ship the best on the validation split (study user attr "
+            "optuna_bocr:finetuned); without, score each on validation images the search did "
+            "not score and ship the best on those (optuna_bocr:rescored) (default: "
+            "%(default)s)",
+        )
+        p.add_argument(
+            "--rescore-images",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help="--top-k without fine-tuning: re-score on the N validation images after the "
+            "search's, which the baseline must never have seen (default: all that the "
+            "checkpoint records as held out by `optuna-bocr train` beyond the search's)",
         )
         p.add_argument(
             "--finetune-bn",
@@ -259,7 +274,9 @@ def run_export(s: ExportSettings) -> int:
     data = _data_settings(s, study)
     splits = load_data(data, config["val_size"])
     model = build_model(data.model, splits, kwargs=data.model_kwargs)
-    load_weights(model, checkpoint)
+    meta = load_weights(model, checkpoint)
+    if s.top_k > 1 and s.finetune_epochs <= 0:
+        n_fresh = fresh_image_count(s, meta, config["val_size"], data.seed, str(checkpoint))
     original = copy.deepcopy(model)
     print(f"Rebuilding the pruning objective of study {study.study_name!r} ...", flush=True)
     objective = make_objective(
@@ -274,8 +291,11 @@ def run_export(s: ExportSettings) -> int:
             f"trial {trial.number} does not match the prunable layers of {data.model}; "
             "wrong --checkpoint?"
         )
+    if s.top_k > 1 and s.finetune_epochs > 0:
+        trial = choose_fine_tuned(s, study, objective, splits, device, data.seed)
+    elif s.top_k > 1:
+        trial = choose_rescored(s, study, objective, data, config["val_size"], n_fresh, device)
     if s.top_k > 1:
-        trial = _choose_top_k(s, study, objective, splits, device, data.seed)
         output = Path(s.output or f"{study.study_name}-trial{trial.number}.pt")
         check_writable(output, "--output file")
     path = export_to_file(objective, trial, output, study)
@@ -290,45 +310,6 @@ def run_export(s: ExportSettings) -> int:
     artifact_ids = upload_artifacts(s.artifact_store, study, path, plot)
     print_report(s, study, trial, metadata, measured, device, path, plot, artifact_ids)
     return 0
-
-
-def _choose_top_k(
-    s: ExportSettings,
-    study: optuna.study.Study,
-    objective: Any,
-    splits: Any,
-    device: Any,
-    seed: int,
-) -> optuna.trial.FrozenTrial:
-    """Fine-tune the top-k distinct trials, report them, record them; the best on val."""
-    from torch.utils.data import Subset
-
-    from optuna_bocr.pruning import fine_tune_top_k
-    from optuna_bocr.pruning import record_fine_tuned
-    from optuna_bocr.training import evaluate
-
-    print(f"Fine-tuning the {s.top_k} best distinct trials ...", flush=True)
-    results = fine_tune_top_k(
-        study, objective, splits.train, splits.val, k=s.top_k, epochs=s.finetune_epochs,
-        max_images=s.finetune_images, lr=s.finetune_lr, batch_size=s.batch_size,
-        augment=False, freeze_bn=s.finetune_bn == "frozen", device=device, seed=seed,
-        progress=not s.quiet,
-    )  # fmt: skip
-    test_set = splits.test
-    if s.test_size is not None and s.test_size < len(test_set):
-        test_set = Subset(test_set, range(s.test_size))
-    test = {r.trial_number: evaluate(r.model, test_set, device=device)[0] for r in results}
-    settings = {"epochs": s.finetune_epochs, "images": s.finetune_images, "lr": s.finetune_lr}
-    record_fine_tuned(study, results, settings=settings, test_top1=test)
-    best_search = max(results, key=lambda r: r.search_top1).trial_number
-    for r in sorted(results, key=lambda r: -r.search_top1):
-        mark = " <- shipped (best fine-tuned val)" if r is results[0] else ""
-        mark += " (best search score)" if r.trial_number == best_search else ""
-        print(
-            f"  trial {r.trial_number}: search val {r.search_top1:.2f}%, fine-tuned val "
-            f"{r.val_top1:.2f}%, fine-tuned test {test[r.trial_number]:.2f}%{mark}"
-        )
-    return study.trials[results[0].trial_number]
 
 
 def _measure(

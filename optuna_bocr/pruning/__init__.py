@@ -5,7 +5,9 @@ pruned network under a FLOPs budget and returns its validation accuracy; ``expor
 the physically smaller network, which ``save_pruned`` / ``load_pruned`` store.
 ``recalibrate_batchnorm`` re-estimates a pruned network's batch-norm statistics (the
 objective's ``bn_recalibration``); ``fine_tune_top_k`` fine-tunes a study's best distinct
-trials and ranks them on validation, ``record_fine_tuned`` stores the results on the study.
+trials and ranks them on validation, ``record_fine_tuned`` stores the results on the study;
+``rescore_top_k`` scores them again on validation images the search never saw, without
+fine-tuning, and ``record_rescored`` stores those.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from optuna_bocr.pruning._finetune import FineTuned
 from optuna_bocr.pruning._finetune import record_fine_tuned
 from optuna_bocr.pruning._flops import count_flops
 from optuna_bocr.pruning._objective import PruningObjective
+from optuna_bocr.pruning._rescore import record_rescored
+from optuna_bocr.pruning._rescore import rescore_top_k
+from optuna_bocr.pruning._rescore import Rescored
 from optuna_bocr.pruning._sensitivity import layer_sensitivity
 from optuna_bocr.pruning._sensitivity import LayerSensitivity
 
@@ -25,11 +30,14 @@ __all__ = [
     "FineTuned",
     "LayerSensitivity",
     "PruningObjective",
+    "Rescored",
     "layer_sensitivity",
     "count_flops",
     "fine_tune_top_k",
     "load_pruned",
     "recalibrate_batchnorm",
     "record_fine_tuned",
+    "record_rescored",
+    "rescore_top_k",
     "save_pruned",
 ]

@@ -80,3 +80,22 @@ def test_nothing_to_do_or_a_missing_report_is_refused_in_one_line(
         selection.main([*base, "--carry", str(tmp_path), str(tmp_path)])
     assert "no seed tests at" in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()
+
+
+def test_rescore_summary_pairs_each_choice_with_the_best_observation() -> None:
+    def study(method: str, seed: int, fresh: int, pooled: int, test: dict[int, float]):
+        return {"method": method, "seed": seed, "top_k": [],
+                "chosen": {"observed": 1, "fresh": fresh, "pooled": pooled},
+                "test": {str(n): v for n, v in test.items()}, "seconds": 1.0}  # fmt: skip
+
+    done = {
+        "a-0|200": study("a", 0, 2, 1, {1: 90.0, 2: 90.4}),
+        "a-1|200": study("a", 1, 1, 3, {1: 89.0, 3: 88.8}),
+        "a-2|100": study("a", 2, 2, 2, {1: 80.0, 2: 99.0}),  # another budget: left out
+    }
+    found = selection.rescore_summary(done, 200)["a"]
+    assert found["seeds"] == 2
+    assert found["fresh"]["other_trial"] == 1 and found["pooled"]["other_trial"] == 1
+    assert found["fresh"]["minus_observed"]["mean"] == pytest.approx(0.2)
+    assert found["pooled"]["minus_observed"]["mean"] == pytest.approx(-0.1)
+    assert found["observed_test_median"] == pytest.approx(89.5)

@@ -600,11 +600,12 @@ def test_export_top_k_ships_the_best_fine_tuned(
     root: Path = cli_study["root"]
     out = root / "topk" / "m.pt"
     base = ["export", "--quiet", "--storage", cli_study["storage"], "--study-name", STUDY]
-    # Without fine-tuning there is nothing to compare: refused before any work.
+    # Without fine-tuning the candidates are re-scored on images the search did not score;
+    # this baseline held out no more than the search's: refused before any write.
     _one_line_error(
         capsys,
         [*base, "--output", str(out), "--top-k", "2"],
-        match="--finetune-epochs",
+        match="records no held-out images beyond the search's",
         prefix="optuna-bocr export: error:",
     )
     assert not out.exists()
@@ -636,5 +637,42 @@ def test_export_top_k_ships_the_best_fine_tuned(
     table = {n: v for n, v in after.items() if before.get(n) != v}
     assert len(table) == 2  # the two candidates of this export
     best = max(table, key=lambda n: table[n]["val_top1"])
+    _, meta = load_pruned(out)
+    assert meta["trial_number"] == int(best)
+
+
+def test_export_top_k_without_fine_tuning_ships_the_best_on_fresh_images(
+    cli_study: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from optuna_bocr.keys import RESCORED_KEY
+    from optuna_bocr.pruning import load_pruned
+
+    root: Path = cli_study["root"]
+    out = root / "rescore" / "m.pt"
+    base = ["export", "--quiet", "--storage", cli_study["storage"], "--study-name", STUDY]
+    # --rescore-images belongs to --top-k without fine-tuning: refused before any work.
+    for extra in (["--rescore-images", "200"], ["--top-k", "2", "--finetune-epochs", "1",
+                                                 "--rescore-images", "200"]):  # fmt: skip
+        _one_line_error(
+            capsys,
+            [*base, "--output", str(out), *extra],
+            match="--rescore-images is for --top-k",
+            prefix="optuna-bocr export: error:",
+        )
+    assert not out.exists()
+    code = main(
+        [*base, "--output", str(out), "--top-k", "3", "--rescore-images", "200",
+         "--latency-batch", "4", "--test-size", "200"]
+    )  # fmt: skip
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "200 validation images the search did not score" in stdout, stdout
+    assert "shipped (best on the fresh images)" in stdout, stdout
+    study = optuna.load_study(study_name=STUDY, storage=cli_study["storage"])
+    table = study.user_attrs[RESCORED_KEY]
+    assert len(table) == 3 and {e["n_images"] for e in table.values()} == {200}
+    for number, entry in table.items():
+        assert entry["search_top1"] == study.trials[int(number)].value
+    best = max(table, key=lambda n: (table[n]["rescore_top1"], table[n]["search_top1"]))
     _, meta = load_pruned(out)
     assert meta["trial_number"] == int(best)
