@@ -10,8 +10,9 @@ part of it is luck on those images. Two measures on finished pruning-benchmark s
   COMPLETE trial of the first ``--n-trials``, on its budgeted ratios) against the best
   observation, both tested on the test split: does choosing by the mean keep better
   networks?
-- ``rescore``: per study, the ``--top-k`` best distinct trials scored again on the held-out
-  images the search never saw (those of the first ``--rescore-size`` validation images
+- ``rescore``: per study, the ``--top-k`` best distinct networks (distinct kept channels,
+  as ``optuna-bocr export --top-k`` takes them) scored again on the held-out images the
+  search never saw (those of the first ``--rescore-size`` validation images
   beyond its ``--val-size``; the checkpoints held out 5000), and the trial best on them, or
   on all the validation images together, tested against the best observation: does
   spending a few evaluations on more images at the end keep better networks?
@@ -37,41 +38,23 @@ import json
 from pathlib import Path
 import time
 from typing import Any
-from typing import TYPE_CHECKING
 
 import numpy as np
-import optuna
-from optuna.trial import TrialState
 
 from benchmarks import _common as common
 from benchmarks._pruning_setup import get_objective
 from benchmarks._pruning_setup import get_splits
-from benchmarks._pruning_setup import get_storage
-from benchmarks._pruning_setup import study_name
 from benchmarks._pruning_setup import TASKS
+from benchmarks._rescore import rescore
+from benchmarks._rescore import rescore_summary
+from benchmarks._selection_studies import cached
+from benchmarks._selection_studies import finished_studies
+from benchmarks._selection_studies import paired_interval
+from benchmarks._selection_studies import results_by_method
+from benchmarks._selection_studies import write_results
 from optuna_bocr.keys import ACTUAL_PARAMS_KEY
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from optuna.trial import FrozenTrial
-
-
-def paired_interval(diffs: list[float]) -> dict[str, float]:
-    """Mean of per-seed paired ``diffs``, its 95% bootstrap interval and the count above zero.
-
-    The pruning report's statistic (:func:`benchmarks._common.paired_difference`, 4000
-    resamples) on differences that are already paired.
-    """
-    found = common.paired_difference(
-        {i: np.array([d]) for i, d in enumerate(diffs)},
-        {i: np.zeros(1) for i in range(len(diffs))},
-        1,
-    )
-    if found is None:
-        raise ValueError("no paired differences to summarise")
-    mean, low, high, ahead, _ = found
-    return {"mean": mean, "low": low, "high": high, "ahead": ahead}
+__all__ = ["main", "paired_interval", "rescore", "rescore_summary"]
 
 
 def carry(early: dict[str, Any], late: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -139,37 +122,6 @@ def best_mean_index(ratios: np.ndarray, values: np.ndarray, lbound: float) -> tu
     return int(np.argmax(mean)), noise
 
 
-def _studies(
-    args: argparse.Namespace, methods: list[str], seeds: list[int], done: dict[str, Any]
-) -> Iterator[tuple[str, str, int, list[FrozenTrial]]]:
-    """``(cache key, method, seed, first --n-trials COMPLETE trials)`` of each study to run.
-
-    Studies cached in ``done`` and missing studies are passed over; a study with fewer
-    COMPLETE trials is skipped with a line saying so.
-    """
-    storage = get_storage(args.storage)
-    for method in methods:
-        for seed in seeds:
-            name = study_name(args, args.task, method, seed)
-            key = f"{name}|{args.n_trials}"
-            if key in done:
-                continue
-            try:
-                study = optuna.load_study(study_name=name, storage=storage)
-            except KeyError:
-                continue
-            trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            trials = trials[: args.n_trials]
-            if len(trials) < args.n_trials:
-                print(f"[skip] {name}: {len(trials)} COMPLETE trials of {args.n_trials}")
-                continue
-            yield key, method, seed, trials
-
-
-def _cached(path: Path, section: str) -> dict[str, Any]:
-    return json.loads(path.read_text()).get(section, {}) if path.exists() else {}
-
-
 def pick(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> dict[str, Any]:
     """Per study, the best observation and the trial of best posterior mean, both tested.
 
@@ -178,9 +130,9 @@ def pick(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> dict
     from optuna_bocr.training import evaluate
 
     path = Path(args.out)
-    done = _cached(path, "pick")
+    done = cached(path, "pick")
     test = None
-    for key, method, seed, trials in _studies(args, methods, seeds, done):
+    for key, method, seed, trials in finished_studies(args, methods, seeds, done):
         name = key.split("|")[0]
         names = sorted(trials[0].params)
         ratios = np.array([[t.user_attrs[ACTUAL_PARAMS_KEY][n] for n in names] for t in trials])
@@ -210,16 +162,13 @@ def pick(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> dict
             f"{tested[i_mean]:.2f})",
             flush=True,
         )
-        _write(path, {"pick": done})
+        write_results(path, {"pick": done})
     return done
 
 
 def pick_summary(done: dict[str, Any], n_trials: int) -> dict[str, dict[str, Any]]:
     """Per method: the mean pick's test top-1 minus the best observation's, paired by seed."""
-    by_method: dict[str, list[dict[str, Any]]] = {}
-    for key, r in done.items():
-        if key.endswith(f"|{n_trials}"):
-            by_method.setdefault(r["method"], []).append(r)
+    by_method = results_by_method(done, n_trials)
     return {
         m: {
             "seeds": len(rs),
@@ -233,104 +182,6 @@ def pick_summary(done: dict[str, Any], n_trials: int) -> dict[str, dict[str, Any
         }
         for m, rs in sorted(by_method.items())
     }
-
-
-def top_distinct(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
-    """The ``k`` trials of highest value whose budgeted ratios differ (first one on ties)."""
-    seen: set[tuple[float, ...]] = set()
-    out: list[FrozenTrial] = []
-    for t in sorted(trials, key=lambda t: (-float(t.value), t.number)):  # type: ignore[arg-type]
-        ratios = t.user_attrs[ACTUAL_PARAMS_KEY]
-        point = tuple(round(float(ratios[n]), 6) for n in sorted(ratios))
-        if point not in seen:
-            seen.add(point)
-            out.append(t)
-            if len(out) == k:
-                break
-    return out
-
-
-def rescore(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> dict[str, Any]:
-    """Per study, the top-k trials scored on the unseen validation images; choices tested.
-
-    Two choices: the best on the unseen images alone (``fresh``) and the best on every
-    validation image, the search's and the unseen ones together (``pooled``). Cached in
-    ``--out`` per study and ``--n-trials``.
-    """
-    from optuna_bocr.training import evaluate
-
-    path = Path(args.out)
-    done = _cached(path, "rescore")
-    fresh_set = test = None
-    for key, method, seed, trials in _studies(args, methods, seeds, done):
-        objective = get_objective(args, args.task)
-        if fresh_set is None:
-            wide = get_splits(argparse.Namespace(**{**vars(args), "val_size": args.rescore_size}))
-            fresh_set = wide.val.subset(range(args.val_size, args.rescore_size))
-            test = get_splits(args).test
-        assert test is not None
-        t0 = time.perf_counter()
-        top = top_distinct(trials, args.top_k)
-        models = {t.number: objective.export(t) for t in top}
-        fresh = {n: evaluate(m, fresh_set, device=args.device)[0] for n, m in models.items()}
-        n_fresh = args.rescore_size - args.val_size
-        pooled = {
-            t.number: (float(t.value) * args.val_size + fresh[t.number] * n_fresh)  # type: ignore[arg-type]
-            / args.rescore_size
-            for t in top
-        }
-        chosen = {
-            "observed": top[0].number,
-            "fresh": max(fresh, key=lambda n: (fresh[n], -n)),
-            "pooled": max(pooled, key=lambda n: (pooled[n], -n)),
-        }
-        tested = {
-            n: evaluate(models[n], test, device=args.device)[0] for n in set(chosen.values())
-        }
-        done[key] = {
-            "method": method,
-            "seed": seed,
-            "top_k": [
-                {"trial": t.number, "val": float(t.value), "fresh": fresh[t.number]}  # type: ignore[arg-type]
-                for t in top
-            ],
-            "chosen": chosen,
-            "test": {str(n): v for n, v in tested.items()},
-            "seconds": time.perf_counter() - t0,
-        }
-        print(
-            f"[rescore] {key.split('|')[0]}: "
-            + ", ".join(f"{c} trial {n} (test {tested[n]:.2f})" for c, n in chosen.items()),
-            flush=True,
-        )
-        _write(path, {"rescore": done})
-    return done
-
-
-def rescore_summary(done: dict[str, Any], n_trials: int) -> dict[str, dict[str, Any]]:
-    """Per method and choice: test top-1 minus the best observation's, paired by seed."""
-    by_method: dict[str, list[dict[str, Any]]] = {}
-    for key, r in done.items():
-        if key.endswith(f"|{n_trials}"):
-            by_method.setdefault(r["method"], []).append(r)
-    out: dict[str, dict[str, Any]] = {}
-    for m, rs in sorted(by_method.items()):
-        obs = [r["test"][str(r["chosen"]["observed"])] for r in rs]
-        out[m] = {"seeds": len(rs), "observed_test_median": float(np.median(obs))}
-        for choice in ("fresh", "pooled"):
-            got = [r["test"][str(r["chosen"][choice])] for r in rs]
-            out[m][choice] = {
-                "other_trial": sum(r["chosen"][choice] != r["chosen"]["observed"] for r in rs),
-                "test_median": float(np.median(got)),
-                "minus_observed": paired_interval([g - o for g, o in zip(got, obs, strict=True)]),
-            }
-    return out
-
-
-def _write(path: Path, update: dict[str, Any]) -> None:
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data.update(update)
-    common.write_json(path, data)
 
 
 def _interval(s: dict[str, float], n: int) -> str:
@@ -379,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         early, late = (json.loads(r.read_text())["seeds"] for r in reports)
         result = carry(early, late)
         gaps = optimism(late)
-        _write(
+        write_results(
             Path(args.out),
             {
                 "carry": {"early": args.carry[0], "late": args.carry[1], **result},
@@ -402,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         methods = [m for m in args.pick.split(",") if m]
         done = pick(args, methods, common.parse_seeds(args.seeds))
         summary = pick_summary(done, args.n_trials)
-        _write(Path(args.out), {"pick_summary": summary})
+        write_results(Path(args.out), {"pick_summary": summary})
         print(f"Test top-1 of the best-mean trial minus the best observation ({args.n_trials}):")
         for m, s in summary.items():
             print(
@@ -415,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         found = rescore_summary(
             rescore(args, methods, common.parse_seeds(args.seeds)), args.n_trials
         )
-        _write(Path(args.out), {"rescore_summary": found})
+        write_results(Path(args.out), {"rescore_summary": found})
         print(
             f"Test top-1 of the best of the top {args.top_k} on {args.rescore_size} validation "
             "images minus the best observation's:"

@@ -275,8 +275,12 @@ def run_export(s: ExportSettings) -> int:
     splits = load_data(data, config["val_size"])
     model = build_model(data.model, splits, kwargs=data.model_kwargs)
     meta = load_weights(model, checkpoint)
-    if s.top_k > 1 and s.finetune_epochs <= 0:
-        n_fresh = fresh_image_count(s, meta, config["val_size"], data.seed, str(checkpoint))
+    rescoring = s.top_k > 1 and s.finetune_epochs <= 0
+    n_fresh = (
+        fresh_image_count(s, meta, config["val_size"], data.seed, str(checkpoint))
+        if rescoring
+        else 0
+    )
     original = copy.deepcopy(model)
     print(f"Rebuilding the pruning objective of study {study.study_name!r} ...", flush=True)
     objective = make_objective(
@@ -293,7 +297,7 @@ def run_export(s: ExportSettings) -> int:
         )
     if s.top_k > 1 and s.finetune_epochs > 0:
         trial = choose_fine_tuned(s, study, objective, splits, device, data.seed)
-    elif s.top_k > 1:
+    elif rescoring:
         trial = choose_rescored(s, study, objective, data, config["val_size"], n_fresh, device)
     if s.top_k > 1:
         output = Path(s.output or f"{study.study_name}-trial{trial.number}.pt")
