@@ -59,10 +59,10 @@ def rescore_top_k(
     """Score the ``k`` best distinct trials on ``fresh`` images; the best on them first.
 
     Each trial is exported (:meth:`PruningObjective.export`) and evaluated on ``fresh``.
-    Measured on pruned ResNet-20 (benchmarks/README.md, "Re-scoring the best five"): after
-    200 trials scored on 1000 images, the best of the top 5 on 4000 fresh images tested
-    0.08 points better than the best observation on average over 10 seeds (an interval
-    that touches zero); ahead on 6 seeds, behind on 1 (by 0.21).
+    Measured on pruned ResNet-20 and ResNet-56 (benchmarks/README.md, "Re-scoring the
+    best five"): after BOCR's 200 trials scored on 1000 (500) images, the best of the top 5
+    on 4000 (4500) fresh images tested 0.08 (0.10) points better than the best observation
+    on average over 10 seeds, intervals that touch zero; behind on at most 2 seeds.
 
     Args:
         trials: The study, or its trials.
