@@ -22,7 +22,8 @@ from benchmarks._selection_studies import finished_studies
 from benchmarks._selection_studies import paired_interval
 from benchmarks._selection_studies import results_by_method
 from benchmarks._selection_studies import write_results
-from optuna_bocr.pruning._finetune import top_distinct_trials
+from optuna_bocr.pruning import rescore_top_k
+from optuna_bocr.pruning import Rescored
 
 
 def rescore(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> dict[str, Any]:
@@ -30,13 +31,20 @@ def rescore(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> d
 
     Two choices: the best on the unseen images alone (``fresh``) and the best on every
     validation image, the search's and the unseen ones together (``pooled``). Cached in
-    ``--out`` per study and ``--n-trials``.
+    ``--out`` per study and ``--n-trials``. The top-k and the fresh scores are
+    :func:`optuna_bocr.pruning.rescore_top_k`'s, the choice ``optuna-bocr export --top-k``
+    ships.
     """
     from optuna_bocr.training import evaluate
 
     path = Path(args.out)
     done = cached(path, "rescore")
     fresh_set = test = None
+    n_fresh = args.rescore_size - args.val_size
+
+    def pooled(r: Rescored) -> float:
+        return (r.search_top1 * args.val_size + r.rescore_top1 * n_fresh) / args.rescore_size
+
     for key, method, seed, trials in finished_studies(args, methods, seeds, done):
         objective = get_objective(args, args.task)
         if fresh_set is None:
@@ -45,37 +53,34 @@ def rescore(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> d
             test = get_splits(args).test
         assert test is not None
         t0 = time.perf_counter()
-        top = top_distinct_trials(trials, objective, args.top_k)
-        models = {t.number: objective.export(t) for t in top}
-        fresh = {n: evaluate(m, fresh_set, device=args.device)[0] for n, m in models.items()}
-        n_fresh = args.rescore_size - args.val_size
-        pooled = {
-            t.number: (float(t.value) * args.val_size + fresh[t.number] * n_fresh)  # type: ignore[arg-type]
-            / args.rescore_size
-            for t in top
-        }
+        found = rescore_top_k(trials, objective, fresh_set, k=args.top_k, device=args.device)
+        by_search = sorted(found, key=lambda r: (-r.search_top1, r.trial_number))
+        # Ties go to the better search score, as export's choice (rescore_top_k) does.
         chosen = {
-            "observed": top[0].number,
-            "fresh": max(fresh, key=lambda n: (fresh[n], -n)),
-            "pooled": max(pooled, key=lambda n: (pooled[n], -n)),
+            "observed": by_search[0],
+            "fresh": found[0],
+            "pooled": max(by_search, key=pooled),
         }
         tested = {
-            n: evaluate(models[n], test, device=args.device)[0] for n in set(chosen.values())
+            r.trial_number: evaluate(r.model, test, device=args.device)[0] for r in chosen.values()
         }
         done[key] = {
             "method": method,
             "seed": seed,
             "top_k": [
-                {"trial": t.number, "val": float(t.value), "fresh": fresh[t.number]}  # type: ignore[arg-type]
-                for t in top
+                {"trial": r.trial_number, "val": r.search_top1, "fresh": r.rescore_top1}
+                for r in by_search
             ],
-            "chosen": chosen,
+            "chosen": {c: r.trial_number for c, r in chosen.items()},
             "test": {str(n): v for n, v in tested.items()},
             "seconds": time.perf_counter() - t0,
         }
         print(
             f"[rescore] {key.split('|')[0]}: "
-            + ", ".join(f"{c} trial {n} (test {tested[n]:.2f})" for c, n in chosen.items()),
+            + ", ".join(
+                f"{c} trial {r.trial_number} (test {tested[r.trial_number]:.2f})"
+                for c, r in chosen.items()
+            ),
             flush=True,
         )
         write_results(path, {"rescore": done})

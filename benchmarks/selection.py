@@ -1,7 +1,7 @@
 """Do a search's validation gains carry to the test split, and does the GP's mean pick better?
 
 A best validation top-1 is the maximum of many scores on the same few hundred images, so
-part of it is luck on those images. Two measures on finished pruning-benchmark studies:
+part of it is luck on those images. Three measures on finished pruning-benchmark studies:
 
 - ``carry``: for each (method, seed) tested at two budgets (the ``final_<task>.json`` of two
   report folders, written by ``benchmarks.pruning --seed-tests``), how much of the gain of
