@@ -29,7 +29,7 @@ def _value(trial: optuna.trial.FrozenTrial) -> float:
     return -math.inf if trial.value is None else float(trial.value)
 
 
-def _test_split(args: argparse.Namespace) -> Any:
+def test_split(args: argparse.Namespace) -> Any:
     """The test split, or its first ``--test-size`` images."""
     test = get_splits(args).test
     return test.subset(range(min(args.test_size, len(test)))) if args.test_size else test
@@ -67,7 +67,7 @@ def final_eval(args: argparse.Namespace, task: str, methods: list[str], seeds: l
     cache: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     storage = get_storage(args.storage)
     splits = get_splits(args)
-    test = _test_split(args)
+    test = test_split(args)
     for method in methods:
         best: tuple[float, str, optuna.trial.FrozenTrial] | None = None
         for seed in seeds:
@@ -141,7 +141,7 @@ def seed_tests(args: argparse.Namespace, task: str, methods: list[str], seeds: l
     cache: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     per_seed: dict[str, Any] = cache.setdefault("seeds", {})
     storage = get_storage(args.storage)
-    test = _test_split(args)
+    test = test_split(args)
     for method in methods:
         for seed in seeds:
             found = _best_trial(args, storage, task, method, seed)

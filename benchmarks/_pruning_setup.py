@@ -233,7 +233,14 @@ def width_features(args: argparse.Namespace, task: str, names: list[str]) -> dic
 
 def get_objective(args: argparse.Namespace, task: str) -> Any:
     """The task's PruningObjective (built once per process)."""
-    key = f"objective-{task}-{getattr(args, 'budget_rule', 'wall')}"
+    # Every setting that shapes the objective is in the key: one process (a test run, a
+    # report) may build objectives for several sizes, checkpoints or budgets.
+    settings = (
+        task, getattr(args, "budget_rule", "wall"), args.flops_ratio, args.val_size,
+        args.n_calibration_images, str(checkpoint_path(args, task)), args.autocast,
+        args.masked_eval, args.device,
+    )  # fmt: skip
+    key = f"objective-{settings}"
     if key not in _CACHE:
         from optuna_bocr.pruning import PruningObjective
 

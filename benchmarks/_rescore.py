@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._pruning_final import test_split
 from benchmarks._pruning_setup import get_objective
 from benchmarks._pruning_setup import get_splits
 from benchmarks._selection_studies import cached
@@ -50,7 +51,7 @@ def rescore(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> d
         if fresh_set is None:
             wide = get_splits(argparse.Namespace(**{**vars(args), "val_size": args.rescore_size}))
             fresh_set = wide.val.subset(range(args.val_size, args.rescore_size))
-            test = get_splits(args).test
+            test = test_split(args)
         assert test is not None
         t0 = time.perf_counter()
         found = rescore_top_k(trials, objective, fresh_set, k=args.top_k, device=args.device)
@@ -87,9 +88,11 @@ def rescore(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> d
     return done
 
 
-def rescore_summary(done: dict[str, Any], n_trials: int) -> dict[str, dict[str, Any]]:
+def rescore_summary(
+    done: dict[str, Any], n_trials: int, test_size: int | None = None
+) -> dict[str, dict[str, Any]]:
     """Per method and choice: test top-1 minus the best observation's, paired by seed."""
-    by_method = results_by_method(done, n_trials)
+    by_method = results_by_method(done, n_trials, test_size)
     out: dict[str, dict[str, Any]] = {}
     for m, rs in sorted(by_method.items()):
         obs = [r["test"][str(r["chosen"]["observed"])] for r in rs]

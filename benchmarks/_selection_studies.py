@@ -57,7 +57,7 @@ def finished_studies(
     for method in methods:
         for seed in seeds:
             name = study_name(args, args.task, method, seed)
-            key = f"{name}|{args.n_trials}"
+            key = f"{name}|{budget(args.n_trials, args.test_size)}"
             if key in done:
                 continue
             try:
@@ -76,11 +76,19 @@ def cached(path: Path, section: str) -> dict[str, Any]:
     return json.loads(path.read_text()).get(section, {}) if path.exists() else {}
 
 
-def results_by_method(done: dict[str, Any], n_trials: int) -> dict[str, list[dict[str, Any]]]:
-    """The cached results of ``done`` at ``n_trials`` trials, grouped by their ``"method"``."""
+def budget(n_trials: int, test_size: int | None = None) -> str:
+    """The cache key's tail: the trials looked at, and the test images when not all."""
+    return f"{n_trials}" + (f"|test{test_size}" if test_size else "")
+
+
+def results_by_method(
+    done: dict[str, Any], n_trials: int, test_size: int | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """The cached results of ``done`` at ``n_trials`` trials (and ``test_size`` test images),
+    grouped by their ``"method"``."""
     by_method: dict[str, list[dict[str, Any]]] = {}
     for key, r in done.items():
-        if key.endswith(f"|{n_trials}"):
+        if key.split("|", 1)[1] == budget(n_trials, test_size):
             by_method.setdefault(r["method"], []).append(r)
     return by_method
 

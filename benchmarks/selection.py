@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks import _common as common
+from benchmarks._pruning_final import test_split
 from benchmarks._pruning_setup import get_objective
-from benchmarks._pruning_setup import get_splits
 from benchmarks._pruning_setup import TASKS
 from benchmarks._rescore import rescore
 from benchmarks._rescore import rescore_summary
@@ -140,7 +140,7 @@ def pick(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> dict
         i_mean, noise = best_mean_index(ratios, values, TASKS[args.task]["lbound"])
         i_obs = int(np.argmax(values))
         objective = get_objective(args, args.task)
-        test = get_splits(args).test if test is None else test
+        test = test_split(args) if test is None else test
         t0 = time.perf_counter()
         tested = {i: evaluate(objective.export(trials[i]), test, device=args.device)[0]
                   for i in {i_obs, i_mean}}  # fmt: skip
@@ -166,9 +166,11 @@ def pick(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> dict
     return done
 
 
-def pick_summary(done: dict[str, Any], n_trials: int) -> dict[str, dict[str, Any]]:
+def pick_summary(
+    done: dict[str, Any], n_trials: int, test_size: int | None = None
+) -> dict[str, dict[str, Any]]:
     """Per method: the mean pick's test top-1 minus the best observation's, paired by seed."""
-    by_method = results_by_method(done, n_trials)
+    by_method = results_by_method(done, n_trials, test_size)
     return {
         m: {
             "seeds": len(rs),
@@ -205,6 +207,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default="5", help="N (seeds 0..N-1), 'a-b' or 'a,b,c'")
     p.add_argument("--n-trials", type=int, default=200, help="the pick's first trials")
     p.add_argument("--val-size", type=int, default=5000)
+    p.add_argument(
+        "--test-size", type=int, default=None, help="test on the first N test images (all)"
+    )
     p.add_argument("--n-calibration-images", type=int, default=None, help="(--val-size)")
     p.add_argument("--train-epochs", type=float, default=15, help="which checkpoint")
     p.add_argument("--device", default="cpu")
@@ -213,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if not args.carry and not args.pick and not args.rescore:
         p.error("nothing to do: give --carry EARLY LATE, --pick METHODS or --rescore METHODS")
+    if args.test_size is not None and args.test_size < 1:
+        p.error(f"--test-size must be at least 1, got {args.test_size}")
     if args.top_k < 2:
         p.error(f"--top-k must be at least 2, got {args.top_k}")
     if args.rescore and args.rescore_size <= args.val_size:
@@ -223,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"no seed tests at {', '.join(missing)}: run benchmarks.pruning --seed-tests")
     # The pruning benchmark's helpers read these settings (the -scale studies).
     args.flops_ratio, args.autocast, args.masked_eval, args.distance = 0.5, False, False, None
-    args.budget_rule, args.train_max_images, args.test_size = "scale", None, None
+    args.budget_rule, args.train_max_images = "scale", None
     if args.n_calibration_images is None:
         args.n_calibration_images = args.val_size
     if args.carry:
@@ -252,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.pick:
         methods = [m for m in args.pick.split(",") if m]
         done = pick(args, methods, common.parse_seeds(args.seeds))
-        summary = pick_summary(done, args.n_trials)
+        summary = pick_summary(done, args.n_trials, args.test_size)
         write_results(Path(args.out), {"pick_summary": summary})
         print(f"Test top-1 of the best-mean trial minus the best observation ({args.n_trials}):")
         for m, s in summary.items():
@@ -264,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.rescore:
         methods = [m for m in args.rescore.split(",") if m]
         found = rescore_summary(
-            rescore(args, methods, common.parse_seeds(args.seeds)), args.n_trials
+            rescore(args, methods, common.parse_seeds(args.seeds)), args.n_trials, args.test_size
         )
         write_results(Path(args.out), {"rescore_summary": found})
         print(

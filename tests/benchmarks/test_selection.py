@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 
+from benchmarks import pruning
 from benchmarks import selection
+from benchmarks._pruning_setup import get_objective
+from benchmarks._pruning_setup import get_storage
+from optuna_bocr.data import DataSplits
+from optuna_bocr.data import load_splits
+from optuna_bocr.training import evaluate
 
 
 def _record(method: str, seed: int, trial: int, val: float, test: float) -> dict[str, object]:
@@ -99,3 +107,57 @@ def test_rescore_summary_pairs_each_choice_with_the_best_observation() -> None:
     assert found["fresh"]["minus_observed"]["mean"] == pytest.approx(0.2)
     assert found["pooled"]["minus_observed"]["mean"] == pytest.approx(-0.1)
     assert found["observed_test_median"] == pytest.approx(89.5)
+
+
+def test_rescore_scores_the_best_distinct_networks_on_unseen_images(
+    fashion_splits: DataSplits,  # skips when Fashion-MNIST is not installed
+    tmp_path: Path,
+) -> None:
+    if not (pruning.COMMITTED_CHECKPOINTS / "resnet20-fashion-mnist-e6.pt").exists():
+        pytest.skip("the committed ResNet-20 checkpoint is not in this tree")
+    sizes = ["--val-size", "100", "--n-calibration-images", "100", "--train-epochs", "6"]
+    storage = str(tmp_path / "studies.log")
+    pruning.main(
+        ["--tasks", "resnet20", "--methods", "random", "--seeds", "1", "--n-trials", "8",
+         "--budget-rule", "scale", *sizes, "--storage", storage, "--out",
+         str(tmp_path / "report"), "--skip-final", "--work-dir", str(tmp_path / "work")]
+    )  # fmt: skip
+    out = tmp_path / "selection.json"
+    argv = ["--task", "resnet20", *sizes, "--storage", storage, "--rescore", "random",
+            "--top-k", "3", "--rescore-size", "300", "--test-size", "500", "--seeds", "1",
+            "--n-trials", "8",
+            "--out", str(out), "--work-dir", str(tmp_path / "work")]  # fmt: skip
+    selection.main(argv)
+
+    ((key, found),) = json.loads(out.read_text())["rescore"].items()
+    assert key == "pruning-resnet20-flops0.5-val100-scale-random-seed0|8|test500"
+    study = optuna.load_study(study_name=key.split("|")[0], storage=get_storage(storage))
+    by_number = {t.number: t for t in study.trials}
+    top = found["top_k"]
+    # Three distinct networks, best search score first; the best observation heads them.
+    assert len({r["trial"] for r in top}) == 3
+    assert [r["val"] for r in top] == sorted((r["val"] for r in top), reverse=True)
+    assert top[0]["val"] == study.best_value and all(
+        r["val"] == by_number[r["trial"]].value for r in top
+    )
+    # The fresh scores are of images 100-299: the observed choice scored there by hand.
+    settings = argparse.Namespace(
+        flops_ratio=0.5, budget_rule="scale", val_size=100, n_calibration_images=100,
+        train_epochs=6, train_max_images=None, autocast=False, masked_eval=False,
+        device="cpu", data_root=None, work_dir=str(tmp_path / "work"),
+    )  # fmt: skip
+    objective = get_objective(settings, "resnet20")
+    fresh = load_splits("fashion-mnist", val_size=300, seed=0).val.subset(range(100, 300))
+    hand = evaluate(objective.export(by_number[top[0]["trial"]]), fresh, device="cpu")[0]
+    assert top[0]["fresh"] == pytest.approx(hand)
+    best_fresh = max(r["fresh"] for r in top)
+    assert {r["trial"] for r in top if r["fresh"] == best_fresh} >= {found["chosen"]["fresh"]}
+    assert found["chosen"]["observed"] == study.best_trial.number
+    assert set(found["test"]) == {str(n) for n in found["chosen"].values()}
+    assert all(0.0 < v <= 100.0 for v in found["test"].values())
+    summary = json.loads(out.read_text())["rescore_summary"]["random"]  # this test size
+    assert summary["seeds"] == 1
+
+    # Cached: the same command scores nothing again.
+    selection.main(argv)
+    assert json.loads(out.read_text())["rescore"][key] == found
