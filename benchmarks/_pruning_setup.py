@@ -232,7 +232,7 @@ def width_features(args: argparse.Namespace, task: str, names: list[str]) -> dic
 
 
 def get_objective(args: argparse.Namespace, task: str) -> Any:
-    """The task's PruningObjective (built once per process)."""
+    """The task's PruningObjective (built once per process and settings)."""
     # Every setting that shapes the objective is in the key: one process (a test run, a
     # report) may build objectives for several sizes, checkpoints or budgets.
     settings = (
