@@ -158,6 +158,6 @@ def test_rescore_scores_the_best_distinct_networks_on_unseen_images(
     summary = json.loads(out.read_text())["rescore_summary"]["random"]  # this test size
     assert summary["seeds"] == 1
 
-    # Cached: the same command scores nothing again.
+    # Cached: the same command scores nothing again (a re-run would record other seconds).
     selection.main(argv)
     assert json.loads(out.read_text())["rescore"][key] == found
