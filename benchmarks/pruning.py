@@ -254,8 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--autocast",
         action="store_true",
-        help="evaluate trials under torch.autocast (bfloat16 on CPU, float16 on CUDA); the "
-        "study names get an -autocast suffix, so such studies never mix with float32 ones",
+        help="evaluate trials under torch.autocast (bfloat16; float16 on a GPU without "
+        "bfloat16); the study names get an -autocast suffix, so such studies never mix with "
+        "float32 ones",
     )
     p.add_argument(
         "--masked-eval",

@@ -3,33 +3,36 @@
 #
 # Run on a machine with access to the package registries, from the repository root:
 #
-#     bash benchmarks/gpu/prepare.sh [--dest DIR] [--python-version X.Y] [--no-checkpoints]
+#     bash benchmarks/gpu/prepare.sh [--dest DIR] [--python-version X.Y]
 #
 # DIR (default .gpu-carry, ignored by git) receives:
 #   wheels/        optuna and the project's other dependencies that the GPU machine's image
 #                  lacks (or holds in another version), for CPython X.Y on x86-64 Linux;
 #                  never torch/torchvision, which the GPU machine has;
 #   data/          the four Fashion-MNIST idx .gz files;
-#   checkpoints/   the pruning benchmark's trained checkpoints, if any exist here
-#                  (benchmarks/_work/checkpoints/*.pt);
 #   MANIFEST.txt   what was carried and its size.
+# The benchmark's checkpoints are committed (benchmarks/checkpoints/) and travel with the
+# tree. benchmarks/results/ (hundreds of MiB of raw trials) does not fit the 64 MiB that
+# travels: for the device call take it out of the index and ignore it, and put both back
+# after (the files stay where they are):
+#     git rm -r -q --cached benchmarks/results && echo /benchmarks/results/ >> .git/info/exclude
+#     ... the device run ...
+#     git reset -q && sed -i '\#^/benchmarks/results/$#d' .git/info/exclude
 # The GPU machine's Python is 3.12 (default); pass --python-version 3.11 to build a carry
 # for this machine's own `run.sh --cpu-dry-run`. Exits non-zero when the folder plus the
-# working tree exceed the 64 MiB that travels with a device run.
+# working tree (as the index now lists it) exceed the 64 MiB that travels with a device run.
 set -euo pipefail
 
 DEST=.gpu-carry
 PYVER=3.12
-CHECKPOINTS=1
 DATA_SRC=${OPTUNA_BOCR_DATA:-/usr/share/datasets/fashion-mnist}
 LIMIT_MIB=64
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --dest) DEST=$2; shift 2 ;;
         --python-version) PYVER=$2; shift 2 ;;
-        --no-checkpoints) CHECKPOINTS=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "prepare.sh: unknown argument '$1'; see --help" >&2; exit 2 ;;
     esac
@@ -49,7 +52,7 @@ PYTHON=${PYTHON:-python3}
 # matplotlib and pytest; gpytorch and linear_operator are there too but are carried
 # anyway (small) so that the versions match.
 PACKAGES=(
-    optuna==5.0.0
+    optuna==5.1.0
     alembic==1.20.1
     SQLAlchemy==2.1.9
     colorlog==6.12.0
@@ -60,11 +63,12 @@ PACKAGES=(
     gpytorch==1.15.2
     linear_operator==0.6.1
     cmaes==0.13.1
+    greenlet==3.5.6
 )
 # Extra packages can be added with GPU_CARRY_EXTRA="name==ver name2==ver2".
 read -r -a EXTRA <<< "${GPU_CARRY_EXTRA:-}"
 
-mkdir -p "$DEST/wheels" "$DEST/data" "$DEST/checkpoints"
+mkdir -p "$DEST/wheels" "$DEST/data"
 rm -f "$DEST"/wheels/*.whl
 PLATFORMS=()
 for n in 17 24 27 28 31 34 35; do PLATFORMS+=(--platform "manylinux_2_${n}_x86_64"); done
@@ -85,15 +89,6 @@ for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte 
     cp -u "$DATA_SRC/$f.gz" "$DEST/data/"
 done
 
-rm -f "$DEST"/checkpoints/*.pt
-if [[ $CHECKPOINTS == 1 ]] && compgen -G "benchmarks/_work/checkpoints/*.pt" > /dev/null; then
-    echo "== checkpoints -> $DEST/checkpoints"
-    cp benchmarks/_work/checkpoints/*.pt "$DEST/checkpoints/"
-    ls -1 "$DEST/checkpoints"
-else
-    echo "== no checkpoints carried (run.sh trains its small one on the GPU)"
-fi
-
 # Size check: the carry plus what travels anyway (tracked and untracked-not-ignored files).
 carry_kib=$(du -sk "$DEST" | cut -f1)
 tree_bytes=$(git ls-files -z --cached --others --exclude-standard \
@@ -106,12 +101,11 @@ total_kib=$((carry_kib + tree_kib))
     echo "total: $((total_kib / 1024)) MiB of the $LIMIT_MIB MiB limit"
     echo "wheels:"; (cd "$DEST/wheels" && du -k -- *.whl | sort -rn | sed 's/^/  /')
     echo "data:"; (cd "$DEST/data" && du -k -- * | sed 's/^/  /')
-    echo "checkpoints:"; (cd "$DEST/checkpoints" && du -k -- * 2>/dev/null | sed 's/^/  /') || true
 } | tee "$DEST/MANIFEST.txt"
 if ((total_kib > LIMIT_MIB * 1024)); then
     echo "prepare.sh: OVER THE LIMIT: $((total_kib / 1024)) MiB > $LIMIT_MIB MiB; carry" \
-        "fewer checkpoints (--no-checkpoints) or shrink the tree" >&2
+        "less: leave benchmarks/results/ out of the index (see --help)" >&2
     exit 1
 fi
 echo "OK: within the $LIMIT_MIB MiB limit. On the GPU machine: run with carry [\"$DEST\"]" \
-    "the command: bash benchmarks/gpu/run.sh"
+    "the command: bash benchmarks/gpu/run.sh (checks) or benchmarks/gpu/grid.sh (the grid)"

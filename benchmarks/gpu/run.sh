@@ -7,7 +7,8 @@
 # offline (pip --no-index --find-links), the project with --no-deps, points OPTUNA_BOCR_DATA at
 # the carried data, then runs, each step under its own `timeout` and all within --budget
 # seconds (default 540): the GPU-marked tests, benchmarks.trial_speed on CUDA, and a short
-# side-by-side pruning run (BOCR vs Optuna's GPSampler) on CUDA. A failing step is recorded
+# side-by-side pruning run (BOCR vs Optuna's GPSampler) on CUDA. The full grid:
+# benchmarks/gpu/grid.sh. A failing step is recorded
 # and the next one runs. RESULTS_DIR (default $OUT if set, else ./gpu-results) receives at
 # most 8 files: summary.txt (one line per step: name, exit status, seconds), setup.log,
 # pytest.log, trial_speed.log, pruning.log, pruning_results.md and pruning.tar.gz (the
@@ -28,7 +29,7 @@ while [[ $# -gt 0 ]]; do
         --carry) CARRY=$2; shift 2 ;;
         --budget) BUDGET=$2; shift 2 ;;
         --cpu-dry-run) DRY=1; shift ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "run.sh: unknown option '$1'; see --help" >&2; exit 2 ;;
         *) RESULTS=$1; shift ;;
     esac
@@ -153,22 +154,15 @@ fi
 LOG=$RESULTS/pruning.log
 PRUNE=$SCRATCH/pruning
 mkdir -p "$PRUNE"
-# Checkpoints carried from prepare.sh are found under --work-dir; a missing one is trained.
+# The committed checkpoint (benchmarks/checkpoints/, --train-epochs 6): no training.
 if ((DRY)); then
-    SIZES=(--seeds 1 --n-trials 3 --train-epochs 1 --train-max-images 2000 --val-size 500
-        --n-calibration-images 500 --test-size 1000 --finetune-max-images 1000 --jobs 1
-        --threads 1)
-elif [[ -f $CARRY/checkpoints/resnet20-fashion-mnist-e15.pt ]]; then
-    # The full benchmark's carried checkpoint: same model as the CPU runs, no training.
-    SIZES=(--seeds 2 --n-trials 40 --train-epochs 15 --val-size 5000
-        --n-calibration-images 3000 --test-size 10000 --finetune-max-images 10000 --jobs 4
-        --threads 4)
+    SIZES=(--seeds 1 --n-trials 3 --val-size 500 --n-calibration-images 500 --test-size 1000
+        --finetune-max-images 1000 --jobs 1 --threads 1)
 else
-    SIZES=(--seeds 2 --n-trials 40 --train-epochs 2 --train-max-images 20000 --val-size 5000
-        --n-calibration-images 3000 --test-size 10000 --finetune-max-images 10000 --jobs 4
-        --threads 4)
+    SIZES=(--seeds 2 --n-trials 40 --val-size 5000 --n-calibration-images 3000
+        --test-size 10000 --finetune-max-images 10000 --jobs 4 --threads 4)
 fi
-ARGS=(--tasks resnet20 --methods bocr-gradual,gp --device "$DEVICE" --work-dir "$CARRY"
+ARGS=(--tasks resnet20 --methods bocr-trust,gp --device "$DEVICE" --train-epochs 6
     --storage "sqlite:///$PRUNE/studies.db" --out "$PRUNE" --log-every 10 "${SIZES[@]}")
 step pruning "$LOG" 270 "$PYTHON" -m benchmarks.pruning "${ARGS[@]}"
 if [[ ! -f $PRUNE/results.md && -f $PRUNE/studies.db ]]; then

@@ -96,7 +96,8 @@ class PruningObjective:
         eval_batch_size: Batch size of the validation passes.
         report_every: Report the running top-1 accuracy with ``trial.report`` every this
             many batches (and honour ``trial.should_prune()``); ``None`` never reports.
-        autocast: Evaluate under :func:`torch.autocast` (float16 on CUDA, bfloat16 on CPU).
+        autocast: Evaluate under :func:`torch.autocast` (bfloat16; float16 on a GPU without
+            bfloat16).
         evaluate_pruned: Evaluate each trial on the physically pruned network (usually
             faster) rather than on the masked full-size network.
         reconstruction: Refit the kept weights by least squares (``False``: keep them as

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from optuna_bocr.pruning._inputs import collect
 from optuna_bocr.pruning._objective import PruningObjective
 from optuna_bocr.sampler import ParameterFeatures
+from optuna_bocr.training._device import autocast_dtype
 
 DEFAULT_PROBE_RATIOS = (0.1, 0.25, 0.5, 0.75)
 """Preserve ratios at which each layer is probed."""
@@ -163,7 +164,7 @@ def layer_sensitivity(
 
     def outputs(ratios: dict[str, float]) -> tuple[float, torch.Tensor]:
         """Top-1 (%) and log-softmax outputs ``(n, classes)`` of the pruned network."""
-        dtype = torch.float16 if objective.device.type == "cuda" else torch.bfloat16
+        dtype = autocast_dtype(objective.device)
         with objective.masked(ratios) as net, torch.inference_mode():
             with torch.autocast(objective.device.type, dtype=dtype, enabled=autocast):
                 logits = torch.cat([net(x) for x, _ in batches])

@@ -35,6 +35,26 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype:
+    """The reduced precision that ``autocast`` runs in on ``device``.
+
+    bfloat16 wherever the device supports it (every CPU, NVIDIA GPUs from Ampere on): it
+    keeps float32's range, so activations that outgrow float16's 65504 (an untrained or
+    badly pruned network) stay finite; float16 on older GPUs.
+
+    Args:
+        device: Where the model runs.
+
+    Returns:
+        ``torch.bfloat16`` or, on a CUDA device without bfloat16, ``torch.float16``.
+    """
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            if not torch.cuda.is_bf16_supported(including_emulation=False):
+                return torch.float16
+    return torch.bfloat16
+
+
 def same_device(a: torch.device, b: torch.device) -> bool:
     """Whether two devices are the same one (``cuda`` and ``cuda:<current>`` are)."""
     if a.type != b.type:

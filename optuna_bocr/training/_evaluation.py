@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset
 
 from optuna_bocr.data import ImageTensorDataset
+from optuna_bocr.training._device import autocast_dtype
 from optuna_bocr.training._device import resolve_device
 
 TOP_K = 5
@@ -43,7 +44,8 @@ def accuracy(
         model: The classifier, on ``device``.
         batches: ``(images, labels)`` pairs; both are moved to ``device``.
         device: Where the model runs.
-        autocast: Run under :func:`torch.autocast` (float16 on CUDA, bfloat16 otherwise).
+        autocast: Run under :func:`torch.autocast` in the dtype of :func:`autocast_dtype`
+            (bfloat16; float16 on a GPU without bfloat16).
         what: Names the data in the error message.
         on_batch: Called after every batch with ``(step, images seen, top-1 hits so far)``
             (the hits as a 0-dim tensor on the device); it may raise to stop early.
@@ -58,7 +60,7 @@ def accuracy(
     correct1 = torch.zeros((), dtype=torch.long, device=device)
     correct5 = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    dtype = autocast_dtype(device)
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=autocast):
         for step, (x, y) in enumerate(batches):
             y = torch.as_tensor(y).to(device)

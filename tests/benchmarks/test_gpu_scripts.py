@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 import shutil
 import subprocess
+import tarfile
 
+import optuna
 import pytest
+
+from optuna_bocr.data import DEBIAN_FASHION_MNIST
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "benchmarks" / "gpu"
@@ -25,7 +30,7 @@ def _run(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProce
     )
 
 
-@pytest.mark.parametrize("script", ["prepare.sh", "run.sh"])
+@pytest.mark.parametrize("script", ["prepare.sh", "run.sh", "grid.sh"])
 def test_syntax_and_help(script: str) -> None:
     assert subprocess.run(["bash", "-n", str(SCRIPTS / script)], check=False).returncode == 0
     done = _run(script, "--help")
@@ -41,8 +46,8 @@ def test_prepare_refuses_bad_python_version(tmp_path: Path) -> None:
 
 
 def test_scripts_refuse_outside_the_repository(tmp_path: Path) -> None:
-    for script in ("prepare.sh", "run.sh"):
-        done = _run(script, cwd=tmp_path)
+    for script, args in (("prepare.sh", ()), ("run.sh", ()), ("grid.sh", ("resnet20/random",))):
+        done = _run(script, *args, cwd=tmp_path)
         assert done.returncode == 2
         assert "repository root" in done.stderr
     assert list(tmp_path.iterdir()) == []
@@ -54,3 +59,71 @@ def test_run_refuses_a_missing_carry(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "run benchmarks/gpu/prepare.sh first" in done.stderr
     assert not results.exists()
+
+
+def test_grid_refuses_bad_waves_and_a_missing_carry(tmp_path: Path) -> None:
+    env_out = tmp_path / "out"
+    for args, message in (
+        ((), "name at least one wave"),
+        (("resnet20",), "a wave is TASKS/METHODS"),
+        (("--budget", "9m", "resnet20/random"), "--budget wants whole seconds"),
+        (("--carry", str(tmp_path / "absent"), "resnet20/random"), "prepare.sh first"),
+    ):
+        done = subprocess.run(
+            ["bash", str(SCRIPTS / "grid.sh"), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "OUT": str(env_out)},
+        )
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+    assert not env_out.exists()
+
+
+@pytest.mark.skipif(
+    not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+    reason="Fashion-MNIST not installed: apt-get install dataset-fashion-mnist",
+)
+def test_grid_dry_run_packs_a_journal_that_resumes(tmp_path: Path) -> None:
+    """The CPU dry run of the GPU grid: a real 3-trial study on the committed ResNet-20, its
+    journal packed; run again from that journal, the finished study is skipped."""
+    carry = tmp_path / "carry"
+    (carry / "data").mkdir(parents=True)
+    for f in DEBIAN_FASHION_MNIST.glob("*.gz"):
+        (carry / "data" / f.name).symlink_to(f)
+
+    def grid(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(SCRIPTS / "grid.sh"), "--cpu-dry-run", "--carry", str(carry), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+            env={**os.environ, "OUT": str(out), "OMP_NUM_THREADS": "1"},
+        )
+
+    first = grid(tmp_path / "first", "resnet20/random")
+    assert first.returncode == 0, first.stdout + first.stderr
+    with tarfile.open(tmp_path / "first" / "val5000-cuda.tar.gz") as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    journal = tmp_path / "unpacked" / "pruning-val5000-cuda" / "studies.log"
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))
+    )
+    (study,) = optuna.get_all_study_summaries(storage)
+    assert study.study_name.startswith("pruning-resnet20-flops0.5-val500-scale-random-seed0")
+    trials = optuna.load_study(study_name=study.study_name, storage=storage).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert all(0.0 < t.value <= 100.0 for t in trials)
+
+    second = grid(tmp_path / "second", "--resume", str(journal), "resnet20/random")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert (
+        "[skip] pruning-resnet20-flops0.5-val500-scale-random-seed0: 3 complete trials"
+        in (tmp_path / "second" / "wave1.log").read_text()
+    )

@@ -184,3 +184,36 @@ def test_top5_of_few_classes_is_100_and_accuracy_reports_progress() -> None:
     )
     assert result == (top1, top5)
     assert calls == [(0, 4, 2), (1, 8, 3), (2, 10, 4)]
+
+
+def _large_activations_accuracy(device: torch.device) -> float:
+    """Top-1 under autocast of a linear classifier whose logits (about 1e6) overflow float16."""
+    from optuna_bocr.training._evaluation import accuracy
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3, bias=False)).to(device)
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor([[1.0] * 16, [2.0] * 16, [0.5] * 16]) * 1e5)
+    x = torch.ones(6, 1, 4, 4)
+    y = torch.tensor([1, 1, 1, 0, 0, 2])
+    return accuracy(net, [(x, y)], device=device, autocast=True)[0]
+
+
+def test_autocast_keeps_float32_range_on_cpu() -> None:
+    from optuna_bocr.training._device import autocast_dtype
+
+    assert autocast_dtype(torch.device("cpu")) == torch.bfloat16
+    assert _large_activations_accuracy(torch.device("cpu")) == 50.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_autocast_keeps_float32_range_on_gpu() -> None:
+    """float16 would turn the 1e6 logits into infinities (the evaluation refuses them)."""
+    from optuna_bocr.training._device import autocast_dtype
+
+    cuda = torch.device("cuda")
+    with torch.cuda.device(cuda):
+        bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    assert autocast_dtype(cuda) == (torch.bfloat16 if bf16 else torch.float16)
+    if bf16:
+        assert _large_activations_accuracy(cuda) == 50.0
