@@ -42,6 +42,7 @@ while [[ $# -gt 0 ]]; do
 done
 ((${#WAVES[@]})) || { echo "grid.sh: name at least one wave (TASKS/METHODS)" >&2; exit 2; }
 [[ $BUDGET =~ ^[0-9]+$ ]] || { echo "grid.sh: --budget wants whole seconds" >&2; exit 2; }
+[[ -z $RESUME || -f $RESUME ]] || { echo "grid.sh: --resume $RESUME: no such file" >&2; exit 2; }
 [[ -f setup.cfg && -d optuna_bocr ]] || {
     echo "grid.sh: run it from the repository root (no setup.cfg/optuna_bocr here)" >&2; exit 2; }
 [[ -d $CARRY/data ]] || {
@@ -56,7 +57,6 @@ WORK=$(mktemp -d)
 STORE=$WORK/pruning-val5000-cuda
 mkdir -p "$STORE"
 if [[ -n $RESUME ]]; then  # an earlier run's journal (plain or .gz): its studies resume
-    [[ -f $RESUME ]] || { echo "grid.sh: --resume $RESUME: no such file" >&2; exit 2; }
     if [[ $RESUME == *.gz ]]; then gunzip -c "$RESUME" > "$STORE/studies.log"
     else cp "$RESUME" "$STORE/studies.log"; fi
 fi

@@ -68,6 +68,7 @@ def test_grid_refuses_bad_waves_and_a_missing_carry(tmp_path: Path) -> None:
         (("resnet20",), "a wave is TASKS/METHODS"),
         (("--budget", "9m", "resnet20/random"), "--budget wants whole seconds"),
         (("--carry", str(tmp_path / "absent"), "resnet20/random"), "prepare.sh first"),
+        (("--resume", str(tmp_path / "absent.log.gz"), "resnet20/random"), "no such file"),
     ):
         done = subprocess.run(
             ["bash", str(SCRIPTS / "grid.sh"), *args],
