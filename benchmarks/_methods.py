@@ -26,6 +26,7 @@ BOCR_VARIANTS = (
     "bocr-kl",
     "bocr-width",
     "bocr-small",
+    "bocr-key",
     "bocr-mean",
     "bocr-flat",
     "bocr-random",
@@ -51,7 +52,9 @@ each new stage narrowed to the top-k box (``narrow_on_rollback=True``); ``bocr-a
 defaults but with the GP observing the objective's actual (clipped) values
 (``observe_actual=True``); ``bocr-trust`` is the defaults with a trust region in the stages
 after the first (``trust_region=True``, first side 0.8, TuRBO's); ``bocr-small`` is that with a
-first side of 0.2 (``trust_region_length=0.2``); ``bocr-mean`` is ``bocr-trust`` whose box
+first side of 0.2 (``trust_region_length=0.2``); ``bocr-key`` is ``bocr-trust`` that proposes no
+network an earlier trial evaluated (``evaluation_key=PruningObjective.network_key``; pruning
+benchmark only); ``bocr-mean`` is ``bocr-trust`` whose box
 centres on, and whose log-EI must beat, the best GP posterior mean of the observations
 (``incumbent="mean"``); ``bocr-probe`` is ``bocr-trust`` whose first trial is where the
 sensitivity probe's additive model puts the best network (pruning benchmark only;
@@ -72,7 +75,7 @@ densities (``tpe`` is its default, multivariate for one objective since Optuna 5
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 METHOD_PACKAGES = {"cmaes": "cmaes"}
 """Packages that a method needs beyond the package's own requirements (method -> module)."""
-PRUNING_ONLY_METHODS = ("bocr-probe", "bocr-kl", "bocr-width")
+PRUNING_ONLY_METHODS = ("bocr-probe", "bocr-kl", "bocr-width", "bocr-key")
 """Methods that need a network to probe or measure: the synthetic benchmark refuses them."""
 
 METHOD_LABELS = {
@@ -84,6 +87,7 @@ METHOD_LABELS = {
     "bocr-kl": "BOCR, probe clusters",
     "bocr-width": "BOCR, width clusters",
     "bocr-small": "BOCR, trust region from 0.2",
+    "bocr-key": "BOCR, no network twice",
     "bocr-mean": "BOCR, trust region at the best mean",
     "bocr-flat": "BOCR's GP, one variable per parameter",
     "bocr-random": "BOCR defaults, random clusters",
@@ -137,7 +141,7 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {"narrow_on_rollback": True}
     if method == "bocr-actual":
         return {"observe_actual": True}
-    if method in ("bocr-trust", "bocr-probe", "bocr-kl", "bocr-width"):
+    if method in ("bocr-trust", "bocr-probe", "bocr-kl", "bocr-width", "bocr-key"):
         return {"trust_region": True, "trust_region_length": 0.8}
     if method == "bocr-small":
         return {"trust_region": True, "trust_region_length": 0.2}
@@ -183,6 +187,7 @@ def make_sampler(
     bridge_clusters: int = 9,
     distance: str | None = None,
     unstructured_fallback: bool = False,
+    evaluation_key: Any = None,
 ) -> tuple[BaseSampler, dict[str, Any]]:
     """Build the sampler of a method with the given seed.
 
@@ -197,6 +202,8 @@ def make_sampler(
         distance: BOCR's distance (``"eu"``, ``"js"``, ``"st"``) or None for its default.
         unstructured_fallback: BOCR's option: one variable per parameter when the
             features fail its structure test.
+        evaluation_key: What the objective evaluates alike (``bocr-key`` needs it: the
+            pruning objective's ``network_key``).
 
     Returns:
         The sampler and a JSON-serialisable dict of its settings (for the run record).
@@ -221,8 +228,14 @@ def make_sampler(
             rng = np.random.default_rng(seed)
             features = rng.random((len(search_space), 2))
             kwargs.update(distance="st", check_structure=False, unstructured_fallback=False)
+        settings = {"class": "BOCRSampler", **kwargs}
+        if method == "bocr-key":
+            if evaluation_key is None:
+                raise ValueError("bocr-key needs the objective's evaluation_key")
+            kwargs.update(evaluation_key=evaluation_key)
+            settings.update(evaluation_key="network_key")
         sampler: BaseSampler = BOCRSampler(dict(search_space), features=features, **kwargs)
-        return sampler, {"class": "BOCRSampler", **kwargs}
+        return sampler, settings
     if method == "gp":
         return optuna.samplers.GPSampler(seed=seed), {"class": "GPSampler", "seed": seed}
     if method == "gp-priors":

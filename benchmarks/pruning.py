@@ -131,6 +131,7 @@ def run_one(args: argparse.Namespace, task: str, method: str, seed: int) -> None
         n_clusters=cfg["n_clusters"],
         bridge_clusters=cfg["bridge_clusters"],
         distance=args.distance,
+        evaluation_key=objective.network_key,
     )
     if isinstance(sampler, BOCRSampler):  # its verdict on the layer features
         settings = {

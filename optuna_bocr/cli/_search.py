@@ -147,6 +147,7 @@ def make_sampler(s: PruneSettings, objective: Any) -> optuna.samplers.BaseSample
                 seed=seed,
                 unstructured_fallback=s.unstructured_fallback,
                 distance=s.distance,
+                evaluation_key=objective.network_key,
                 **settings,
             )
         except (ValueError, TypeError) as e:

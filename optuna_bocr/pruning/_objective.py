@@ -286,6 +286,15 @@ class PruningObjective:
             )
         return self._budget.clip(ratios, target=self._net.target, lbound=self.lbound)
 
+    def network_key(self, ratios: Mapping[str, float]) -> tuple[int, ...]:
+        """The kept channels of every layer, in network order (budget rule applied).
+
+        Ratios with the same key prune to the same network and score the same: pass this to
+        ``BOCRSampler(evaluation_key=...)`` so that no trial repeats an earlier network.
+        """
+        keep = self._keep(self.clip(ratios))
+        return tuple(keep[layer.name] for layer in self._layers)
+
     def predicted_flops(self, ratios: Mapping[str, float]) -> int:
         """Multiply-accumulates of the network pruned to ``ratios`` (budget rule applied)."""
         return self._budget.flops(self._keep(self.clip(ratios)))

@@ -8,6 +8,7 @@ candidate that no other trial has.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 import math
 from typing import Literal
@@ -22,6 +23,8 @@ import torch
 
 from optuna_bocr.sampler import _storage
 from optuna_bocr.sampler._acquisition import optimize_log_ei
+from optuna_bocr.sampler._evaluation_key import EvaluationKeys
+from optuna_bocr.sampler._evaluation_key import TakenKeys
 from optuna_bocr.sampler._gp import fit_gp
 from optuna_bocr.sampler._history import History
 from optuna_bocr.sampler._history import read_history
@@ -31,6 +34,7 @@ from optuna_bocr.sampler._schedule import Schedule
 from optuna_bocr.sampler._schedule import should_advance
 from optuna_bocr.sampler._space import StageSpace
 from optuna_bocr.sampler._trust_region import INIT_LENGTH
+from optuna_bocr.sampler._trust_region import MAX_LENGTH
 from optuna_bocr.sampler._trust_region import TrustRegion
 
 if TYPE_CHECKING:
@@ -45,6 +49,9 @@ _MAX_MOVED_PROPOSALS = 50
 _MOVED_TOL = 1e-6
 """A proposal farther than this (unit cube of the stage) from its actual point is observed too."""
 _N_RANDOM_FALLBACK = 16
+_N_KEY_CHECKS = 64
+"""With an evaluation key, the box is widened when none of its best this many candidates is
+a new evaluation."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,9 @@ class Plan:
         incumbent: In the trust region's stages, what the box centres on and log-EI must
             beat: ``"observed"``, the best observation; ``"mean"``, the observation with the
             best GP posterior mean, and that mean.
+        evaluation_keys: What the objective evaluates alike (a point whose key a trial
+            already has is not proposed while a new one is found); ``None``: every point
+            is a new evaluation.
     """
 
     names: tuple[str, ...]
@@ -83,6 +93,7 @@ class Plan:
     trust_region: bool = False
     trust_region_length: float = INIT_LENGTH
     incumbent: Literal["observed", "mean"] = "observed"
+    evaluation_keys: EvaluationKeys | None = None
 
 
 class Proposal(NamedTuple):
@@ -128,6 +139,10 @@ def propose(
         x_obs, y_obs = space.to_unit(history.obs_params), history.obs_values
     x_pending = space.to_unit(history.pending)
     rng = np.random.default_rng([plan.seed, number])
+    taken = None
+    if plan.evaluation_keys is not None:
+        rows = np.concatenate([history.obs_params, history.proposals_except(set())])
+        taken = TakenKeys(plan.evaluation_keys, rows)
     if number < plan.n_startup_trials or len(y_obs) == 0:
         candidates = _sobol_candidates(plan.seed + stage, space.dim, number, rng)
     else:
@@ -141,6 +156,7 @@ def propose(
                 rng,
                 trust,
                 by_mean=plan.incumbent == "mean",
+                is_new=None if taken is None else lambda u: not taken(space.unit_to_params(u)),
             )
             _storage.write_gp_fit(study, trial, stage, theta)
         except (RuntimeError, ValueError, np.linalg.LinAlgError) as e:
@@ -149,7 +165,9 @@ def propose(
             )
             candidates = rng.random((_N_RANDOM_FALLBACK, space.dim))
     known = np.concatenate([x_obs, x_pending, space.to_unit(history.proposals_except(set()))])
-    unit = _claim(study, trial, candidates, known, space, history)
+    if taken is not None:  # last resort, if other workers claim every new candidate first
+        candidates = np.concatenate([candidates, rng.random((_N_KEY_CHECKS, space.dim))])
+    unit = _claim(study, trial, candidates, known, space, history, taken)
     return Proposal(space.unit_to_params(unit), stage, space.unit_to_clusters(unit))
 
 
@@ -243,6 +261,7 @@ def _gp_candidates(
     trust: TrustRegion | None = None,
     *,
     by_mean: bool = False,
+    is_new: Callable[[np.ndarray], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit the GP, fantasise the running trials and rank candidates by log-EI.
 
@@ -251,7 +270,9 @@ def _gp_candidates(
     (only with ``trust``) the observation with the best posterior mean, whose mean is then
     what log-EI must beat: a value that got lucky on a finite validation split sits above
     the GP's mean there (by about the fitted noise), and a box centred on it keeps failing
-    to beat it.
+    to beat it. With ``is_new`` (whether a unit-cube point is a new evaluation), a box
+    whose best candidates are all known evaluations (narrower than what the objective
+    tells apart) is doubled until they are not, up to the largest side.
 
     Returns:
         The candidates (best first) and the fitted GP hyperparameters.
@@ -272,10 +293,23 @@ def _gp_candidates(
     box = None
     if trust is not None:
         lengthscales = model.hyperparameters.lengthscale.detach().numpy()
-        box = trust.box(x_obs[int(np.argmax(scores))], lengthscales)
+        center = x_obs[int(np.argmax(scores))]
+        box = trust.box(center, lengthscales)
     candidates, _ = optimize_log_ei(
         posterior, best=incumbent, dim=x_obs.shape[1], rng=rng, warm_starts=warm, box=box
     )
+    while trust is not None and is_new is not None and trust.length < MAX_LENGTH:
+        if any(is_new(u) for u in candidates[:_N_KEY_CHECKS]):
+            break
+        trust = TrustRegion(min(2.0 * trust.length, MAX_LENGTH), trust.restarts)
+        candidates, _ = optimize_log_ei(
+            posterior,
+            best=incumbent,
+            dim=x_obs.shape[1],
+            rng=rng,
+            warm_starts=warm,
+            box=trust.box(center, lengthscales),
+        )
     return candidates, theta
 
 
@@ -286,6 +320,7 @@ def _claim(
     known: np.ndarray,
     space: StageSpace,
     history: History,
+    taken: TakenKeys | None = None,
 ) -> np.ndarray:
     """Store the best candidate that no other trial has as this trial's proposal.
 
@@ -295,14 +330,14 @@ def _claim(
     reads last sees the other's claim and moves on to its next candidate (both may), and no
     two trials keep one point. In one process nothing else writes in between and this is
     the best candidate not near ``known`` (the observations, the running trials and every
-    stored proposal).
+    stored proposal) and, with ``taken``, not evaluated like any of them.
 
     Returns:
         The claimed point, in the stage's unit cube.
     """
     n_params = history.obs_params.shape[1]
     for u in candidates:
-        if _near(known, u):
+        if _near(known, u) or (taken is not None and taken(space.unit_to_params(u))):
             continue
         _storage.write_proposal(study, trial, space.unit_to_params(u))
         # Re-read: another worker may have proposed (and even finished) meanwhile. Trials
@@ -317,7 +352,11 @@ def _claim(
         if not others:
             return u
         others_unit = space.to_unit(np.asarray(others))
-        if not _near(others_unit, u):
+        if taken is not None:
+            taken.add(others)
+        if not _near(others_unit, u) and not (
+            taken is not None and taken(space.unit_to_params(u))
+        ):
             return u
         known = np.concatenate([known, others_unit])
     u = candidates[0]  # Every candidate is taken: repeat the best one.

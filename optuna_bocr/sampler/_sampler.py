@@ -22,6 +22,9 @@ from scipy.stats import qmc
 import torch
 
 from optuna_bocr.sampler import _storage
+from optuna_bocr.sampler._evaluation_key import check_evaluation_key
+from optuna_bocr.sampler._evaluation_key import EvaluationKey
+from optuna_bocr.sampler._evaluation_key import EvaluationKeys
 from optuna_bocr.sampler._features import ParameterFeatures
 from optuna_bocr.sampler._features import parse_features
 from optuna_bocr.sampler._proposal import Plan
@@ -211,6 +214,7 @@ class BOCRSampler(BaseSampler):
         trust_region: bool = True,
         trust_region_length: float = INIT_LENGTH,
         incumbent: Literal["observed", "mean"] = "observed",
+        evaluation_key: EvaluationKey | None = None,
         top_k: int = 10,
         n_startup_trials: int = 10,
         seed: int | None = None,
@@ -242,6 +246,7 @@ class BOCRSampler(BaseSampler):
             if not isinstance(value, bool):
                 raise TypeError(f"{flag} must be a bool, got {value!r}.")
         trust_region_length = check_length(trust_region_length)
+        evaluation_key = check_evaluation_key(evaluation_key)
         if incumbent not in ("observed", "mean"):
             raise ValueError(f"incumbent must be 'observed' or 'mean', got {incumbent!r}.")
         if incumbent == "mean" and not trust_region:
@@ -284,6 +289,9 @@ class BOCRSampler(BaseSampler):
             trust_region=trust_region,
             trust_region_length=trust_region_length,
             incumbent=incumbent,
+            evaluation_keys=(
+                None if evaluation_key is None else EvaluationKeys(evaluation_key, self._names)
+            ),
         )
         self._layout = _storage.layout_record(self._names, lows, highs, self._clusters)
         self._independent_sampler = independent_sampler or RandomSampler(seed=seed)

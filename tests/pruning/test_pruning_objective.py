@@ -234,6 +234,23 @@ def test_reconstruction_beats_plain_masking(objective: PruningObjective, splits)
     assert err_recon < 0.8 * err_plain
 
 
+def test_network_key_names_the_evaluated_network(objective: PruningObjective) -> None:
+    ratios = _random_ratios(objective, np.random.default_rng(3))
+    key = objective.network_key(ratios)
+    kept = objective.kept_channels(ratios)
+    assert key == tuple(len(kept[name]) for name in objective.search_space)
+    # A hair's change of every ratio keeps the channel counts: the same network, the same
+    # score; two layers moved by many channels are another network.
+    actual = objective.clip(ratios)
+    nudged = {n: r - 1e-6 for n, r in actual.items()}
+    moved = dict(actual, **{"layer1.0.conv2": 1.0, "layer3.2.conv2": objective.lbound})
+    assert objective.network_key(nudged) == objective.network_key(actual) == key
+    assert objective.evaluate(nudged)[TOP1_KEY] == objective.evaluate(actual)[TOP1_KEY]
+    assert objective.network_key(moved) != key
+    with pytest.raises(ValueError, match="layer1.0.conv2"):
+        objective.network_key({k: v for k, v in ratios.items() if k != "layer1.0.conv2"})
+
+
 def test_kept_channels_have_largest_l1(objective: PruningObjective) -> None:
     ratios = objective.clip(dict.fromkeys(objective.search_space, 0.5))
     features = objective.layer_features()
