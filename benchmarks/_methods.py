@@ -27,6 +27,7 @@ BOCR_VARIANTS = (
     "bocr-width",
     "bocr-small",
     "bocr-key",
+    "bocr-key-small",
     "bocr-mean",
     "bocr-flat",
     "bocr-random",
@@ -54,10 +55,10 @@ defaults but with the GP observing the objective's actual (clipped) values
 after the first (``trust_region=True``, first side 0.8, TuRBO's); ``bocr-small`` is that with a
 first side of 0.2 (``trust_region_length=0.2``); ``bocr-key`` is ``bocr-trust`` that proposes no
 network an earlier trial evaluated (``evaluation_key=PruningObjective.network_key``; pruning
-benchmark only); ``bocr-mean`` is ``bocr-trust`` whose box
-centres on, and whose log-EI must beat, the best GP posterior mean of the observations
-(``incumbent="mean"``); ``bocr-probe`` is ``bocr-trust`` whose first trial is where the
-sensitivity probe's additive model puts the best network (pruning benchmark only;
+benchmark only); ``bocr-key-small`` is ``bocr-key`` with a first side of 0.2; ``bocr-mean`` is
+``bocr-trust`` whose box centres on, and whose log-EI must beat, the best GP posterior mean of
+the observations (``incumbent="mean"``); ``bocr-probe`` is ``bocr-trust`` whose first trial is
+where the sensitivity probe's additive model puts the best network (pruning benchmark only;
 ``benchmarks._probe_start``); ``bocr-kl`` is ``bocr-trust`` with clusters cut from the probe's
 divergence curves (pruning benchmark only); ``bocr-width`` is ``bocr-trust`` with clusters of
 equally wide layers (``log2`` of the input channels; pruning benchmark only); ``bocr-flat`` is
@@ -75,7 +76,7 @@ densities (``tpe`` is its default, multivariate for one objective since Optuna 5
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 METHOD_PACKAGES = {"cmaes": "cmaes"}
 """Packages that a method needs beyond the package's own requirements (method -> module)."""
-PRUNING_ONLY_METHODS = ("bocr-probe", "bocr-kl", "bocr-width", "bocr-key")
+PRUNING_ONLY_METHODS = ("bocr-probe", "bocr-kl", "bocr-width", "bocr-key", "bocr-key-small")
 """Methods that need a network to probe or measure: the synthetic benchmark refuses them."""
 
 METHOD_LABELS = {
@@ -88,6 +89,7 @@ METHOD_LABELS = {
     "bocr-width": "BOCR, width clusters",
     "bocr-small": "BOCR, trust region from 0.2",
     "bocr-key": "BOCR, no network twice",
+    "bocr-key-small": "BOCR, no network twice, trust region from 0.2",
     "bocr-mean": "BOCR, trust region at the best mean",
     "bocr-flat": "BOCR's GP, one variable per parameter",
     "bocr-random": "BOCR defaults, random clusters",
@@ -143,7 +145,7 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {"observe_actual": True}
     if method in ("bocr-trust", "bocr-probe", "bocr-kl", "bocr-width", "bocr-key"):
         return {"trust_region": True, "trust_region_length": 0.8}
-    if method == "bocr-small":
+    if method in ("bocr-small", "bocr-key-small"):
         return {"trust_region": True, "trust_region_length": 0.2}
     if method == "bocr-mean":
         return {"trust_region": True, "trust_region_length": 0.8, "incumbent": "mean"}
@@ -229,9 +231,9 @@ def make_sampler(
             features = rng.random((len(search_space), 2))
             kwargs.update(distance="st", check_structure=False, unstructured_fallback=False)
         settings = {"class": "BOCRSampler", **kwargs}
-        if method == "bocr-key":
+        if method in ("bocr-key", "bocr-key-small"):
             if evaluation_key is None:
-                raise ValueError("bocr-key needs the objective's evaluation_key")
+                raise ValueError(f"{method} needs the objective's evaluation_key")
             kwargs.update(evaluation_key=evaluation_key)
             settings.update(evaluation_key="network_key")
         sampler: BaseSampler = BOCRSampler(dict(search_space), features=features, **kwargs)
