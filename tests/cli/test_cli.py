@@ -289,6 +289,7 @@ def test_train_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 def test_prune_run_records_everything(cli_study: dict[str, Any]) -> None:
     from optuna_bocr.pruning import count_flops
     from optuna_bocr.pruning import load_pruned
+    from optuna_bocr.pruning._flops import keep_count
 
     out = cli_study["stdout"]
     for row in ("Baseline top-1", "Best top-1", "FLOPs", "Params", "Storage", "Exported"):
@@ -315,6 +316,15 @@ def test_prune_run_records_everything(cli_study: dict[str, Any]) -> None:
         assert 0.0 < t.user_attrs[PARAMS_RATIO_KEY] <= 1.0
         assert t.user_attrs[TOP1_KEY] == t.value
         assert t.user_attrs[STAGE_KEY] >= 0
+    # The sampler is given the objective's network key: no trial repeats a network.
+    networks = {
+        tuple(
+            keep_count(16 * 2 ** (int(name[len("layer")]) - 1), r)
+            for name, r in sorted(t.user_attrs[ACTUAL_PARAMS_KEY].items())
+        )
+        for t in trials
+    }
+    assert len(networks) == len(trials)
 
     model, meta = load_pruned(cli_study["root"] / "best.pt")
     assert meta["trial_number"] == study.best_trial.number
