@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset
 from torch.utils.data import Subset
 
+from optuna_bocr.pruning._batchnorm import batchnorm_layers
 from optuna_bocr.training._device import same_device
 
 
@@ -116,3 +118,58 @@ def collect(
     if not images.is_floating_point():
         raise TypeError(f"{what} images must be floating point tensors, got {images.dtype}.")
     return images, labels.long()
+
+
+BUDGET_RULES = ("scale", "wall")
+"""How requested ratios are made to meet the FLOPs budget (see ``PruningObjective``)."""
+
+
+def check_arguments(
+    model: object,
+    *,
+    flops_ratio: float,
+    budget_rule: str,
+    lbound: float,
+    rbound: float,
+    counts: Mapping[str, int],
+    report_every: int | None,
+    bn_recalibration: int,
+) -> None:
+    """Refuse ``PruningObjective``'s arguments, before any work, with what to pass instead.
+
+    Args:
+        counts: Argument name -> value, each a positive integer.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: Any other argument out of range.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model)!r}.")
+    if not (0.0 < lbound <= rbound <= 1.0):
+        raise ValueError(f"Need 0 < lbound <= rbound <= 1, got lbound={lbound}, rbound={rbound}.")
+    if not (0.0 < flops_ratio <= 1.0):
+        raise ValueError(f"flops_ratio must be in (0, 1], got {flops_ratio}.")
+    if budget_rule not in BUDGET_RULES:
+        raise ValueError(
+            f"budget_rule must be one of {', '.join(map(repr, BUDGET_RULES))}, "
+            f"got {budget_rule!r}."
+        )
+    for arg, value in counts.items():
+        if int(value) != value or value < 1:
+            raise ValueError(f"{arg} must be a positive integer, got {value!r}.")
+    if report_every is not None and (int(report_every) != report_every or report_every < 1):
+        raise ValueError(f"report_every must be a positive integer or None, got {report_every!r}.")
+    if isinstance(bn_recalibration, bool) or int(bn_recalibration) != bn_recalibration:
+        raise ValueError(
+            f"bn_recalibration must be a whole number of batches, got {bn_recalibration!r}."
+        )
+    if bn_recalibration < 0:
+        raise ValueError(
+            f"bn_recalibration must be >= 0 batches (0 turns it off), got {bn_recalibration}."
+        )
+    if bn_recalibration > 0 and not batchnorm_layers(model):
+        raise ValueError(
+            f"bn_recalibration={bn_recalibration} needs batch-norm layers with running "
+            "statistics, and the model has none: pass bn_recalibration=0."
+        )

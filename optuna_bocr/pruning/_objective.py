@@ -24,7 +24,7 @@ from optuna_bocr.keys import FLOPS_RATIO_KEY
 from optuna_bocr.keys import PARAMS_RATIO_KEY
 from optuna_bocr.keys import TOP1_KEY
 from optuna_bocr.keys import TOP5_KEY
-from optuna_bocr.pruning._batchnorm import batchnorm_layers
+from optuna_bocr.pruning._inputs import check_arguments
 from optuna_bocr.pruning._inputs import check_model_device
 from optuna_bocr.pruning._inputs import collect
 from optuna_bocr.pruning._network import PrunableNetwork
@@ -32,9 +32,6 @@ from optuna_bocr.pruning._weights import ChannelWeights
 from optuna_bocr.sampler import ParameterFeatures
 from optuna_bocr.training._device import resolve_device
 from optuna_bocr.training._evaluation import accuracy
-
-BUDGET_RULES = ("scale", "wall")
-"""How requested ratios are made to meet the FLOPs budget (see :class:`PruningObjective`)."""
 
 
 class PruningObjective:
@@ -142,44 +139,21 @@ class PruningObjective:
         bn_batch_size: int = 64,
         seed: int = 0,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model)!r}.")
-        if not (0.0 < lbound <= rbound <= 1.0):
-            raise ValueError(
-                f"Need 0 < lbound <= rbound <= 1, got lbound={lbound}, rbound={rbound}."
-            )
-        if not (0.0 < flops_ratio <= 1.0):
-            raise ValueError(f"flops_ratio must be in (0, 1], got {flops_ratio}.")
-        if budget_rule not in BUDGET_RULES:
-            raise ValueError(
-                f"budget_rule must be one of {', '.join(map(repr, BUDGET_RULES))}, "
-                f"got {budget_rule!r}."
-            )
-        for arg, value in [
-            ("n_calibration_images", n_calibration_images),
-            ("points_per_layer", points_per_layer),
-            ("eval_batch_size", eval_batch_size),
-            ("bn_batch_size", bn_batch_size),
-        ]:
-            if int(value) != value or value < 1:
-                raise ValueError(f"{arg} must be a positive integer, got {value!r}.")
-        if report_every is not None and (int(report_every) != report_every or report_every < 1):
-            raise ValueError(
-                f"report_every must be a positive integer or None, got {report_every!r}."
-            )
-        if isinstance(bn_recalibration, bool) or int(bn_recalibration) != bn_recalibration:
-            raise ValueError(
-                f"bn_recalibration must be a whole number of batches, got {bn_recalibration!r}."
-            )
-        if bn_recalibration < 0:
-            raise ValueError(
-                f"bn_recalibration must be >= 0 batches (0 turns it off), got {bn_recalibration}."
-            )
-        if bn_recalibration > 0 and not batchnorm_layers(model):
-            raise ValueError(
-                f"bn_recalibration={bn_recalibration} needs batch-norm layers with running "
-                "statistics, and the model has none: pass bn_recalibration=0."
-            )
+        check_arguments(
+            model,
+            flops_ratio=flops_ratio,
+            budget_rule=budget_rule,
+            lbound=lbound,
+            rbound=rbound,
+            counts={
+                "n_calibration_images": n_calibration_images,
+                "points_per_layer": points_per_layer,
+                "eval_batch_size": eval_batch_size,
+                "bn_batch_size": bn_batch_size,
+            },
+            report_every=report_every,
+            bn_recalibration=bn_recalibration,
+        )
         self._device = resolve_device(device)
         check_model_device(model, self._device)
         self.flops_ratio = float(flops_ratio)

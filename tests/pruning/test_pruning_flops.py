@@ -167,6 +167,6 @@ def test_scale_with_a_loose_budget_keeps_everything_up_to_rbound() -> None:
 def test_the_command_line_offers_exactly_the_objectives_budget_rules() -> None:
     from optuna_bocr.cli._common import BUDGET_RULES as CLI_RULES
     from optuna_bocr.cli._common import DEFAULT_BUDGET_RULE
-    from optuna_bocr.pruning._objective import BUDGET_RULES
+    from optuna_bocr.pruning._inputs import BUDGET_RULES
 
     assert CLI_RULES == BUDGET_RULES and DEFAULT_BUDGET_RULE in BUDGET_RULES
