@@ -52,7 +52,7 @@ def test_repeats_counts_networks_not_ratios(
     }
     assert repeats.repeats(storage, "resnet56", ["bocr-trust"]) == {}
     repeats.main(["--storage", str(path), "--task", "resnet20", "--methods", "bocr-trust"])
-    assert "| bocr-trust | 1 | 4 | 2 (2) | 2 |" in capsys.readouterr().out
+    assert "| bocr-trust | 1 | 4 | 2 (2) | 0 |" in capsys.readouterr().out  # late: from 100
     with pytest.raises(SystemExit):
         repeats.main(["--storage", str(path), "--task", "resnet56", "--methods", "bocr-trust"])
     assert "no study of bocr-trust on resnet56" in capsys.readouterr().err
