@@ -49,6 +49,8 @@ _MAX_MOVED_PROPOSALS = 50
 _MOVED_TOL = 1e-6
 """A proposal farther than this (unit cube of the stage) from its actual point is observed too."""
 _N_RANDOM_FALLBACK = 16
+_MAX_STAGE_RETRIES = 3
+"""At most this many proposals per trial when other workers keep opening stages meanwhile."""
 _N_KEY_CHECKS = 64
 """With an evaluation key, the box is widened when none of its best this many candidates is
 a new evaluation."""
@@ -109,6 +111,11 @@ def propose(
 ) -> Proposal:
     """Propose (and store) the point of ``trial``.
 
+    Another worker may open a stage, on a trial numbered below ``trial``, after ``trials``
+    were read: the claim's re-read of the storage notices, and the point is proposed again
+    from that re-read, so that no trial proposes in a stage that an earlier trial closed
+    (at most :data:`_MAX_STAGE_RETRIES` times; then the last point stays).
+
     Args:
         plan: The sampler's settings.
         study: The study.
@@ -116,6 +123,19 @@ def propose(
         trials: Every trial of the study, as just read from the storage.
         sign: ``1.0`` to maximise, ``-1.0`` to minimise.
     """
+    for _ in range(_MAX_STAGE_RETRIES):
+        proposal, fresh = _propose_once(plan, study, trial, trials, sign)
+        if fresh is None:
+            return proposal
+        _logger.debug(f"Trial {trial.number}: a stage opened meanwhile; proposing again.")
+        trials = fresh
+    return proposal
+
+
+def _propose_once(
+    plan: Plan, study: Study, trial: FrozenTrial, trials: list[FrozenTrial], sign: float
+) -> tuple[Proposal, list[FrozenTrial] | None]:
+    """One proposal from ``trials``, and the re-read trials if a stage opened meanwhile."""
     number = trial.number
     history = read_history(trials, plan.names, number, sign, observe_actual=plan.observe_actual)
     stage, stage_start, space = _current_stage(plan, history)
@@ -167,8 +187,25 @@ def propose(
     known = np.concatenate([x_obs, x_pending, space.to_unit(history.proposals_except(set()))])
     if taken is not None:  # last resort, if other workers claim every new candidate first
         candidates = np.concatenate([candidates, rng.random((_N_KEY_CHECKS, space.dim))])
-    unit = _claim(study, trial, candidates, known, space, history, taken)
-    return Proposal(space.unit_to_params(unit), stage, space.unit_to_clusters(unit))
+    unit, fresh = _claim(study, trial, candidates, known, space, history, taken)
+    proposal = Proposal(space.unit_to_params(unit), stage, space.unit_to_clusters(unit))
+    moved = fresh is not None and _stage_moved(fresh, number, stage, stage_start)
+    return proposal, (fresh if moved else None)
+
+
+def _stage_moved(trials: list[FrozenTrial], number: int, stage: int, stage_start: int) -> bool:
+    """Whether ``trials`` hold a stage opening below ``number`` that the proposal missed.
+
+    That is a later stage than ``stage``, or ``stage`` opened by a lower-numbered trial
+    than ``stage_start`` (two workers opened it at once; the lowest number wins).
+    """
+    openings = _storage.stage_openings([t for t in trials if t.number < number])
+    if not openings:
+        return False
+    if max(openings) > stage:
+        return True
+    # Not among them: this trial opened ``stage`` itself.
+    return stage in openings and openings[stage][0] != stage_start
 
 
 def _current_stage(plan: Plan, history: History) -> tuple[int, int, StageSpace]:
@@ -321,7 +358,7 @@ def _claim(
     space: StageSpace,
     history: History,
     taken: TakenKeys | None = None,
-) -> np.ndarray:
+) -> tuple[np.ndarray, list[FrozenTrial] | None]:
     """Store the best candidate that no other trial has as this trial's proposal.
 
     Workers that propose at the same moment from the same history find the same optimum.
@@ -333,35 +370,38 @@ def _claim(
     stored proposal) and, with ``taken``, not evaluated like any of them.
 
     Returns:
-        The claimed point, in the stage's unit cube.
+        The claimed point, in the stage's unit cube, and the trials as last re-read
+        (``None`` if nothing was re-read).
     """
     n_params = history.obs_params.shape[1]
+    fresh: list[FrozenTrial] | None = None
     for u in candidates:
         if _near(known, u) or (taken is not None and taken(space.unit_to_params(u))):
             continue
         _storage.write_proposal(study, trial, space.unit_to_params(u))
         # Re-read: another worker may have proposed (and even finished) meanwhile. Trials
         # that were finished at the first read cannot have changed their proposal.
+        fresh = _storage.read_trials(study)
         others = [
             p
-            for t in _storage.read_trials(study)
+            for t in fresh
             if t.number != trial.number and t.number not in history.settled
             for p in [_storage.stored_proposal(t, n_params)]
             if p is not None
         ]
         if not others:
-            return u
+            return u, fresh
         others_unit = space.to_unit(np.asarray(others))
         if taken is not None:
             taken.add(others)
         if not _near(others_unit, u) and not (
             taken is not None and taken(space.unit_to_params(u))
         ):
-            return u
+            return u, fresh
         known = np.concatenate([known, others_unit])
     u = candidates[0]  # Every candidate is taken: repeat the best one.
     _storage.write_proposal(study, trial, space.unit_to_params(u))
-    return u
+    return u, fresh
 
 
 def _near(points: np.ndarray, u: np.ndarray) -> bool:

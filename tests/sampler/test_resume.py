@@ -114,3 +114,31 @@ def test_a_retried_trial_gets_the_failed_trials_whole_proposal(tmp_path: Path) -
     assert [retry.params[n] for n in NAMES] == proposal
     assert retry.system_attrs[PROPOSAL_ATTR] == proposal
     assert retry.user_attrs[_keys.STAGE_KEY] == trials[4].user_attrs[_keys.STAGE_KEY]
+
+
+def test_a_stage_opened_meanwhile_by_an_earlier_trial_is_followed(tmp_path: Path) -> None:
+    # Two workers: trial 7's worker read the study while trial 5 was still running; then
+    # trial 5 finished, and trial 6's worker, reading after that, opened stage 1 (five
+    # trials without a new best). Trial 7 must not propose in the stage trial 6 closed.
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    sampler = _sampler(rollback_at=(50,), patience=5)
+    study = optuna.create_study(storage=url, study_name="s", direction="maximize")
+    for value in (1.0, 0.0, 0.0, 0.0, 0.0):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=dict.fromkeys(NAMES, 0.5), distributions=SPACE, value=value
+            )
+        )
+    storage, study_id = study._storage, study._study_id
+    ids = [storage.create_new_trial(study_id) for _ in range(3)]  # trials 5, 6, 7
+    stale = study.get_trials()
+    for name in NAMES:
+        storage.set_trial_param(ids[0], name, 0.3, SPACE[name])
+    storage.set_trial_state_values(ids[0], TrialState.COMPLETE, [0.0])
+    trial6, trial7 = (storage.get_trial(i) for i in ids[1:])
+
+    opened = sampler._propose(study, trial6, study.get_trials())
+    assert opened.stage == 1
+    late = sampler._propose(study, trial7, stale)
+    assert late.stage == 1
+    assert not np.allclose(late.params, opened.params)
