@@ -28,6 +28,8 @@ BOCR_VARIANTS = (
     "bocr-small",
     "bocr-key",
     "bocr-key-small",
+    "bocr-key-s5",
+    "bocr-key-quick",
     "bocr-mean",
     "bocr-flat",
     "bocr-random",
@@ -55,7 +57,10 @@ defaults but with the GP observing the objective's actual (clipped) values
 after the first (``trust_region=True``, first side 0.8, TuRBO's); ``bocr-small`` is that with a
 first side of 0.2 (``trust_region_length=0.2``); ``bocr-key`` is ``bocr-trust`` that proposes no
 network an earlier trial evaluated (``evaluation_key=PruningObjective.network_key``; pruning
-benchmark only); ``bocr-key-small`` is ``bocr-key`` with a first side of 0.2; ``bocr-mean`` is
+benchmark only); ``bocr-key-small`` is ``bocr-key`` with a first side of 0.2; ``bocr-key-s5``
+is ``bocr-key`` with a Sobol design of 5 trials instead of 10 (``n_startup_trials=5``),
+``bocr-key-quick`` that with the first stage ending after 6 trials without a new best
+(``patience=6``, which counts every trial, the Sobol design's too); ``bocr-mean`` is
 ``bocr-trust`` whose box centres on, and whose log-EI must beat, the best GP posterior mean of
 the observations (``incumbent="mean"``); ``bocr-probe`` is ``bocr-trust`` whose first trial is
 where the sensitivity probe's additive model puts the best network (pruning benchmark only;
@@ -76,7 +81,9 @@ densities (``tpe`` is its default, multivariate for one objective since Optuna 5
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 METHOD_PACKAGES = {"cmaes": "cmaes"}
 """Packages that a method needs beyond the package's own requirements (method -> module)."""
-PRUNING_ONLY_METHODS = ("bocr-probe", "bocr-kl", "bocr-width", "bocr-key", "bocr-key-small")
+KEYED_METHODS = ("bocr-key", "bocr-key-small", "bocr-key-s5", "bocr-key-quick")
+"""BOCR variants that propose no network twice (they need the objective's network key)."""
+PRUNING_ONLY_METHODS = ("bocr-probe", "bocr-kl", "bocr-width") + KEYED_METHODS
 """Methods that need a network to probe or measure: the synthetic benchmark refuses them."""
 
 METHOD_LABELS = {
@@ -90,6 +97,8 @@ METHOD_LABELS = {
     "bocr-small": "BOCR, trust region from 0.2",
     "bocr-key": "BOCR, no network twice",
     "bocr-key-small": "BOCR, no network twice, trust region from 0.2",
+    "bocr-key-s5": "BOCR, no network twice, 5 Sobol trials",
+    "bocr-key-quick": "BOCR, no network twice, 5 Sobol trials, first stage patience 6",
     "bocr-mean": "BOCR, trust region at the best mean",
     "bocr-flat": "BOCR's GP, one variable per parameter",
     "bocr-random": "BOCR defaults, random clusters",
@@ -145,6 +154,15 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {"observe_actual": True}
     if method in ("bocr-trust", "bocr-probe", "bocr-kl", "bocr-width", "bocr-key"):
         return {"trust_region": True, "trust_region_length": 0.8}
+    if method == "bocr-key-s5":
+        return {"trust_region": True, "trust_region_length": 0.8, "n_startup_trials": 5}
+    if method == "bocr-key-quick":
+        return {
+            "trust_region": True,
+            "trust_region_length": 0.8,
+            "n_startup_trials": 5,
+            "patience": 6,
+        }
     if method in ("bocr-small", "bocr-key-small"):
         return {"trust_region": True, "trust_region_length": 0.2}
     if method == "bocr-mean":
@@ -231,7 +249,7 @@ def make_sampler(
             features = rng.random((len(search_space), 2))
             kwargs.update(distance="st", check_structure=False, unstructured_fallback=False)
         settings = {"class": "BOCRSampler", **kwargs}
-        if method in ("bocr-key", "bocr-key-small"):
+        if method in KEYED_METHODS:
             if evaluation_key is None:
                 raise ValueError(f"{method} needs the objective's evaluation_key")
             kwargs.update(evaluation_key=evaluation_key)
