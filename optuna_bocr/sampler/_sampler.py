@@ -83,9 +83,11 @@ class BOCRSampler(BaseSampler):
     the stage's size: ``max(10, 2 k)`` observations for a stage of ``k`` variables, none of
     them from the Sobol design, so coarse stages end soon after they stall and the finer
     ones get the budget. If several workers open the same stage at once, the opening with
-    the lowest trial number is used by later trials. The original BOCR schedule (stagnation of 20
-    trials checked from trial 80 and 130, rollback at 100 and 150 at the latest) is
-    :data:`~optuna_bocr.PAPER_SCHEDULE`: ``BOCRSampler(..., **PAPER_SCHEDULE)``.
+    the lowest trial number is used by later trials, and a trial that finds, when it claims
+    its point, a stage opened meanwhile by a lower-numbered trial proposes again in that
+    stage. The original BOCR schedule (stagnation of 20 trials checked from trial 80 and
+    130, rollback at 100 and 150 at the latest) is :data:`~optuna_bocr.PAPER_SCHEDULE`:
+    ``BOCRSampler(..., **PAPER_SCHEDULE)``.
 
     Observations: COMPLETE trials at their value, PRUNED trials at their last intermediate
     value; FAIL trials (Optuna fails trials whose objective returns NaN) are ignored. Points
