@@ -30,6 +30,8 @@ BOCR_VARIANTS = (
     "bocr-key-small",
     "bocr-key-s5",
     "bocr-key-quick",
+    "bocr-s5",
+    "bocr-quick",
     "bocr-mean",
     "bocr-flat",
     "bocr-random",
@@ -60,7 +62,8 @@ network an earlier trial evaluated (``evaluation_key=PruningObjective.network_ke
 benchmark only); ``bocr-key-small`` is ``bocr-key`` with a first side of 0.2; ``bocr-key-s5``
 is ``bocr-key`` with a Sobol design of 5 trials instead of 10 (``n_startup_trials=5``),
 ``bocr-key-quick`` that with the first stage ending after 6 trials without a new best
-(``patience=6``, which counts every trial, the Sobol design's too); ``bocr-mean`` is
+(``patience=6``, which counts every trial, the Sobol design's too); ``bocr-s5`` and
+``bocr-quick`` are these two without the key (for the synthetic benchmark); ``bocr-mean`` is
 ``bocr-trust`` whose box centres on, and whose log-EI must beat, the best GP posterior mean of
 the observations (``incumbent="mean"``); ``bocr-probe`` is ``bocr-trust`` whose first trial is
 where the sensitivity probe's additive model puts the best network (pruning benchmark only;
@@ -99,6 +102,8 @@ METHOD_LABELS = {
     "bocr-key-small": "BOCR, no network twice, trust region from 0.2",
     "bocr-key-s5": "BOCR, no network twice, 5 Sobol trials",
     "bocr-key-quick": "BOCR, no network twice, 5 Sobol trials, first stage patience 6",
+    "bocr-s5": "BOCR, trust region, 5 Sobol trials",
+    "bocr-quick": "BOCR, trust region, 5 Sobol trials, first stage patience 6",
     "bocr-mean": "BOCR, trust region at the best mean",
     "bocr-flat": "BOCR's GP, one variable per parameter",
     "bocr-random": "BOCR defaults, random clusters",
@@ -154,9 +159,9 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {"observe_actual": True}
     if method in ("bocr-trust", "bocr-probe", "bocr-kl", "bocr-width", "bocr-key"):
         return {"trust_region": True, "trust_region_length": 0.8}
-    if method == "bocr-key-s5":
+    if method in ("bocr-key-s5", "bocr-s5"):
         return {"trust_region": True, "trust_region_length": 0.8, "n_startup_trials": 5}
-    if method == "bocr-key-quick":
+    if method in ("bocr-key-quick", "bocr-quick"):
         return {
             "trust_region": True,
             "trust_region_length": 0.8,

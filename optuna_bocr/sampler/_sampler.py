@@ -22,6 +22,9 @@ from scipy.stats import qmc
 import torch
 
 from optuna_bocr.sampler import _storage
+from optuna_bocr.sampler._arguments import check_count
+from optuna_bocr.sampler._arguments import check_flags
+from optuna_bocr.sampler._arguments import check_incumbent
 from optuna_bocr.sampler._evaluation_key import check_evaluation_key
 from optuna_bocr.sampler._evaluation_key import EvaluationKey
 from optuna_bocr.sampler._evaluation_key import EvaluationKeys
@@ -150,20 +153,15 @@ class BOCRSampler(BaseSampler):
         trust_region_length:
             Side of that box when a stage opens, and when it starts again after shrinking
             below 1/32 (in the stage's unit cube, before the lengthscale weighting; at most
-            1.6). The default is TuRBO's 0.8. A finer stage starts from the coarse stage's
-            best trial, and on the pruning benchmark boxes of 0.4 and wider held few new
-            bests; yet a first side of 0.2 measured within noise of 0.8 (a little better on
-            ResNet-56, a little worse on ResNet-20, level on MobileNetV1;
-            benchmarks/README.md).
+            1.6). The default is TuRBO's 0.8; 0.2 measured within noise of it on the
+            pruning benchmark (benchmarks/README.md).
         incumbent:
             In the trust region's stages, what the box centres on and log-EI must beat:
             ``"observed"``, the best observation; ``"mean"``, the observation with the best
             GP posterior mean, and that mean, which discounts a value that got lucky on a
-            finite validation split (on the pruning benchmark the GP's fitted noise is 0.2 to
-            0.5 points of top-1). ``"mean"`` measured within noise of the default at 100
-            trials: a little better on ResNet-56 and MobileNetV1, a little worse on
-            ResNet-20; over 10 seeds at 200 trials better on ResNet-56 and a little worse
-            on ResNet-20 (benchmarks/README.md). ``"mean"`` needs ``trust_region``.
+            finite validation split. ``"mean"`` measured within noise of the default on
+            the pruning benchmark (benchmarks/README.md). ``"mean"`` needs
+            ``trust_region``.
         evaluation_key:
             ``params -> hashable``: what the objective evaluates for a point, when many
             points give one evaluation (:meth:`optuna_bocr.pruning.PruningObjective.network_key`:
@@ -241,32 +239,20 @@ class BOCRSampler(BaseSampler):
         feats = parse_features(features, self._names)
         if distance is None:
             distance = "eu" if feats.samples else "st"
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}.")
-        if (
-            isinstance(n_startup_trials, bool)
-            or not isinstance(n_startup_trials, int)
-            or n_startup_trials < 0
-        ):
-            raise ValueError(f"n_startup_trials must be an int >= 0, got {n_startup_trials!r}.")
-        for flag, value in (
-            ("check_structure", check_structure),
-            ("unstructured_fallback", unstructured_fallback),
-            ("narrow_on_rollback", narrow_on_rollback),
-            ("observe_actual", observe_actual),
-            ("trust_region", trust_region),
-        ):
-            if not isinstance(value, bool):
-                raise TypeError(f"{flag} must be a bool, got {value!r}.")
+        top_k = check_count("top_k", top_k, minimum=1)
+        n_startup_trials = check_count("n_startup_trials", n_startup_trials, minimum=0)
+        check_flags(
+            {
+                "check_structure": check_structure,
+                "unstructured_fallback": unstructured_fallback,
+                "narrow_on_rollback": narrow_on_rollback,
+                "observe_actual": observe_actual,
+                "trust_region": trust_region,
+            }
+        )
         trust_region_length = check_length(trust_region_length)
         evaluation_key = check_evaluation_key(evaluation_key)
-        if incumbent not in ("observed", "mean"):
-            raise ValueError(f"incumbent must be 'observed' or 'mean', got {incumbent!r}.")
-        if incumbent == "mean" and not trust_region:
-            raise ValueError(
-                "incumbent='mean' sets where the trust region centres: pass trust_region=True "
-                "with it, or leave incumbent at 'observed'."
-            )
+        check_incumbent(incumbent, trust_region=trust_region)
         schedule = make_schedule(
             dims=dims,
             n_clusters=n_clusters,
@@ -355,17 +341,7 @@ class BOCRSampler(BaseSampler):
 
     def _check_layout(self, trials: list[FrozenTrial]) -> bool:
         """Raise if the study's layout differs from this sampler's; whether it has one."""
-        found = _storage.stored_layout(trials)
-        if found is None:
-            return False
-        what = _storage.layout_difference(found[1], self._layout)
-        if what is None:
-            return True
-        raise ValueError(
-            f"This study was searched by a BOCRSampler with {what} (trial {found[0]}); this "
-            f"sampler has stages of {self.stage_sizes} clusters: resume it with the same "
-            "n_clusters, bridge_clusters, search space and features, or start a new study."
-        )
+        return _storage.check_layout(trials, self._layout)
 
     # -- BaseSampler ---------------------------------------------------------------------------
 

@@ -210,6 +210,27 @@ def layout_difference(stored: Any, mine: dict[str, Any]) -> str | None:
     return f"other clusters (same stage sizes {sizes})"
 
 
+def check_layout(trials: Sequence[FrozenTrial], mine: dict[str, Any]) -> bool:
+    """Whether ``trials`` hold a layout record; raise if it differs from ``mine``.
+
+    Raises:
+        ValueError: The study was searched with another layout (one line saying what
+            differs and what to do).
+    """
+    found = stored_layout(trials)
+    if found is None:
+        return False
+    what = layout_difference(found[1], mine)
+    if what is None:
+        return True
+    sizes = [len(s) for s in mine["clusters"]]
+    raise ValueError(
+        f"This study was searched by a BOCRSampler with {what} (trial {found[0]}); this "
+        f"sampler has stages of {sizes} clusters: resume it with the same "
+        "n_clusters, bridge_clusters, search space and features, or start a new study."
+    )
+
+
 # -- Writes ---------------------------------------------------------------------------------
 
 
