@@ -63,7 +63,11 @@ benchmark only); ``bocr-key-small`` is ``bocr-key`` with a first side of 0.2; ``
 is ``bocr-key`` with a Sobol design of 5 trials instead of 10 (``n_startup_trials=5``),
 ``bocr-key-quick`` that with the first stage ending after 6 trials without a new best
 (``patience=6``, which counts every trial, the Sobol design's too); ``bocr-s5`` and
-``bocr-quick`` are these two without the key (for the synthetic benchmark); ``bocr-mean`` is
+``bocr-quick`` are these two without the key (for the synthetic benchmark); the shorter start
+of ``bocr-quick`` is the sampler's default since 2026-12-04 (5 Sobol trials, a stage patience
+of ``max(6, 2 k)`` counting every trial), so ``bocr-trust`` and ``bocr-key`` now propose what
+``bocr-quick`` and ``bocr-key-quick`` do, and their committed rows from before were made with
+the earlier defaults (10 Sobol trials, ``max(10, 2 k)`` trials after them); ``bocr-mean`` is
 ``bocr-trust`` whose box centres on, and whose log-EI must beat, the best GP posterior mean of
 the observations (``incumbent="mean"``); ``bocr-probe`` is ``bocr-trust`` whose first trial is
 where the sensitivity probe's additive model puts the best network (pruning benchmark only;

@@ -41,6 +41,9 @@ DEFAULT_BUDGET_RULE = "scale"
 """``prune``'s default budget rule."""
 DEFAULT_TRUST_REGION = True
 """``BOCRSampler``'s default ``trust_region`` (kept here so that ``--help`` imports no torch)."""
+STARTUP_TRIALS = 10
+"""Trials before GPSampler and TPE model (Optuna's default) and before ``--pruner median``
+prunes, unless ``--n-startup-trials`` says; BOCR has its own default."""
 STUDY_CONFIG_LEGACY = {"budget_rule": "wall"}
 """What a study stored before a key existed meant (studies made by earlier versions)."""
 

@@ -210,8 +210,8 @@ def _schedule_text(schedule: Mapping[str, Any]) -> str:
         text = f"stage {i + 1} opens at trial {a} at the latest"
         if patience == "auto":
             text += (
-                " (or earlier, once max(10, 2 x the stage's variables) trials after the "
-                "quasi-random start bring no new best)"
+                " (or earlier, once max(6, 2 x the stage's variables) trials in a row "
+                "bring no new best)"
             )
         elif patience and i < len(since):
             text += f" (from trial {since[i]} on, after {patience} trials without a new best)"

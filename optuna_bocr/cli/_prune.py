@@ -54,7 +54,7 @@ class PruneSettings:
     trust_region: bool | None
     unstructured_fallback: bool
     distance: Literal["eu", "js"] | None
-    n_startup_trials: int
+    n_startup_trials: int | None
     pruner: str
     val_size: int
     calibration_images: int
@@ -251,8 +251,8 @@ class PruneCommand(Command):
             default=None,
             metavar="N",
             help="BOCR: roll back early after N trials without a new best, from 80%% of each "
-            "rollback trial on (default: relative to each stage: max(10, 2 x its variables) "
-            "trials after the quasi-random start, from any trial)",
+            "rollback trial on (default: relative to each stage: max(6, 2 x its variables) "
+            "trials in a row, from any trial)",
         )
         g.add_argument(
             "--narrow-on-rollback",
@@ -292,9 +292,11 @@ class PruneCommand(Command):
         g.add_argument(
             "--n-startup-trials",
             type=positive_int,
-            default=10,
+            default=None,
             metavar="N",
-            help="quasi-random trials before the GP (bocr, gp, tpe) (default: %(default)s)",
+            help="quasi-random trials before the model (bocr, gp, tpe), and the median "
+            "pruner's warm-up (default: the sampler's own: bocr 5, gp and tpe 10; the "
+            "pruner 10)",
         )
         g.add_argument(
             "--pruner",

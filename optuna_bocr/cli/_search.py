@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from optuna_bocr.cli._common import CLIError
 from optuna_bocr.cli._common import DEFAULT_TRUST_REGION
 from optuna_bocr.cli._common import first_line
+from optuna_bocr.cli._common import STARTUP_TRIALS
 from optuna_bocr.cli._common import STUDY_CONFIG_KEYS
 from optuna_bocr.cli._common import STUDY_CONFIG_LEGACY
 from optuna_bocr.cli._prune import PruneSettings
@@ -139,11 +140,12 @@ def make_sampler(s: PruneSettings, objective: Any) -> optuna.samplers.BaseSample
         from optuna_bocr import BOCRSampler
 
         settings = rollback_settings(s, len(objective.search_space))
+        if s.n_startup_trials is not None:
+            settings["n_startup_trials"] = s.n_startup_trials
         try:
             return BOCRSampler(
                 objective.search_space,
                 features=objective.layer_features(),
-                n_startup_trials=s.n_startup_trials,
                 seed=seed,
                 unstructured_fallback=s.unstructured_fallback,
                 distance=s.distance,
@@ -152,10 +154,11 @@ def make_sampler(s: PruneSettings, objective: Any) -> optuna.samplers.BaseSample
             )
         except (ValueError, TypeError) as e:
             raise CLIError(f"invalid BOCR settings: {first_line(e)}") from e
+    startup = STARTUP_TRIALS if s.n_startup_trials is None else s.n_startup_trials
     if s.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.n_startup_trials)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     if s.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     if s.sampler == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
@@ -181,5 +184,6 @@ def check_sampler_fits(
 def make_pruner(s: PruneSettings) -> optuna.pruners.BasePruner:
     """The pruner that ``--pruner`` names."""
     if s.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=s.n_startup_trials)
+        warmup = STARTUP_TRIALS if s.n_startup_trials is None else s.n_startup_trials
+        return optuna.pruners.MedianPruner(n_startup_trials=warmup)
     return optuna.pruners.NopPruner()

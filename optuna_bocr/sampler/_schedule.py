@@ -15,7 +15,7 @@ import numpy as np
 
 ROLLBACK_MARGIN = 0.05
 """Margin added on each side of the top-k range, as a fraction of the user's range."""
-AUTO_PATIENCE_MIN = 10
+AUTO_PATIENCE_MIN = 6
 """``patience="auto"``: a stage ends after at least this many observations without a new best."""
 AUTO_PATIENCE_PER_VARIABLE = 2
 """``patience="auto"``: ... or this many per search variable of the stage, if more."""
@@ -41,19 +41,16 @@ class Schedule:
         rollback_at: For change ``i`` (from stage ``i`` to ``i + 1``), the trial number of
             the first trial of the new stage at the latest.
         patience: For change ``i``, the number of observations without a new best (counted
-            from the latest of the last new best, the start of stage ``i`` and the end of
-            the start-up design) that ends stage ``i`` early; ``None`` disables stagnation.
+            from the later of the last new best and the start of stage ``i``) that ends
+            stage ``i`` early; ``None`` disables stagnation.
         patience_from: For change ``i``, the first trial number at which stagnation may
             end stage ``i``; ``None``: any trial number.
-        count_from: Observations numbered below this (the start-up design) never count
-            towards stagnation.
     """
 
     sizes: tuple[int, ...]
     rollback_at: tuple[int, ...]
     patience: tuple[int, ...] | None
     patience_from: tuple[int, ...] | None
-    count_from: int = 0
 
     @property
     def n_stages(self) -> int:
@@ -87,14 +84,13 @@ def make_schedule(
     rollback_at: Sequence[int] | None,
     patience: int | Literal["auto"] | None,
     patience_from: Sequence[int] | None,
-    n_startup_trials: int = 0,
 ) -> Schedule:
     """Validate the stage arguments of :class:`~optuna_bocr.BOCRSampler` into a schedule.
 
     ``patience="auto"`` gives each stage its own patience: ``max(AUTO_PATIENCE_MIN,
-    AUTO_PATIENCE_PER_VARIABLE * k)`` observations for a stage of ``k`` variables, counting
-    only model-guided trials (none of the first ``n_startup_trials``, the Sobol design). An
-    int patience counts every trial, as the original BOCR does.
+    AUTO_PATIENCE_PER_VARIABLE * k)`` observations for a stage of ``k`` variables. Like an
+    int patience (the original BOCR's), it counts every trial, those of the Sobol design
+    too.
     """
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
         raise TypeError(f"n_clusters must be an int, got {n_clusters!r}.")
@@ -129,7 +125,6 @@ def make_schedule(
         )
     n_changes = len(sizes) - 1
     at = _int_tuple("rollback_at", rollback_at, n_changes)
-    count_from = 0
     per_change: tuple[int, ...] | None
     if patience is None:
         per_change = None
@@ -139,7 +134,6 @@ def make_schedule(
         per_change = tuple(
             max(AUTO_PATIENCE_MIN, AUTO_PATIENCE_PER_VARIABLE * k) for k in sizes[:-1]
         )
-        count_from = int(n_startup_trials)
     elif isinstance(patience, bool) or not isinstance(patience, (int, np.integer)):
         raise TypeError(f"patience must be an int, 'auto' or None, got {patience!r}.")
     elif patience < 1:
@@ -154,7 +148,6 @@ def make_schedule(
         rollback_at=at,
         patience=per_change,
         patience_from=pfrom,
-        count_from=count_from,
     )
 
 
@@ -186,7 +179,7 @@ def should_advance(
         return False
     ordered = sorted(history)
     best_number = ordered[int(np.argmax([v for _, v in ordered]))][0]
-    since = max(best_number, stage_start - 1, schedule.count_from - 1)
+    since = max(best_number, stage_start - 1)
     return sum(1 for n, _ in ordered if n > since) >= schedule.patience[stage]
 
 

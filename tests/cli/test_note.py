@@ -95,7 +95,7 @@ def test_note_lists_clusters_stages_bounds_and_budget(tmp_path: Path) -> None:
             "trust_region": True,
         },
     )
-    assert "or earlier, once max(10, 2 x the stage's variables) trials" in auto
+    assert "or earlier, once max(6, 2 x the stage's variables) trials" in auto
     assert "at its ratios after the FLOPs budget rule" in auto
     assert "inside the range of the 10 best trials" in auto
     assert "a box around the best trial" in auto and "a box around" not in text

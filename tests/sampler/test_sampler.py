@@ -248,13 +248,13 @@ def test_direct_rollback_on_stagnation(tmp_path: Path) -> None:
     assert _stages(study) == [0] * 7 + [1] * 3
 
 
-def test_auto_patience_ends_a_stalled_stage_after_the_design(tmp_path: Path) -> None:
-    # Two clusters: patience max(10, 2 * 2) = 10 model-guided trials without a new best.
+def test_auto_patience_ends_a_stalled_stage(tmp_path: Path) -> None:
+    # Two clusters: patience max(6, 2 * 2) = 6 trials without a new best.
     sampler = _sampler(rollback_at=(100,), n_startup_trials=4)
     study = _study(tmp_path, sampler)
-    study.optimize(lambda t: _objective(t) * 0 - t.number, n_trials=16)
-    # The best is trial 0 (in the design); trials 4-13 bring nothing new: trial 14 rolls back.
-    assert _stages(study) == [0] * 14 + [1] * 2
+    study.optimize(lambda t: _objective(t) * 0 - t.number, n_trials=10)
+    # The best is trial 0 (in the design); trials 1-6 bring nothing new: trial 7 rolls back.
+    assert _stages(study) == [0] * 7 + [1] * 3
 
 
 def test_paper_schedule_preset(tmp_path: Path) -> None:

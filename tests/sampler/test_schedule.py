@@ -104,21 +104,20 @@ def test_rollback_bounds_margin_and_clip() -> None:
 
 def test_auto_patience_is_relative_to_each_stage() -> None:
     s = _sched(dims=40, n_clusters=3, bridge_clusters=12, patience="auto", patience_from=None)
-    # max(10, 2 k) per stage that can end: 3 clusters -> 10, 12 clusters -> 24.
-    assert s.patience == (10, 24) and s.patience_from is None
+    # max(6, 2 k) per stage that can end: 3 clusters -> 6, 12 clusters -> 24.
+    assert s.patience == (6, 24) and s.patience_from is None
     assert _sched(patience=7).patience == (7,)
     with pytest.raises(ValueError, match="'auto'"):
         _sched(patience="soon")
 
 
-def test_auto_patience_ignores_the_startup_design() -> None:
-    # Two clusters: patience max(10, 2 * 2) = 10, counted from trial 10 (after the design).
-    s = _sched(patience="auto", patience_from=None, n_startup_trials=10)
-    assert s.patience == (10,) and s.count_from == 10
-    flat = [(i, -float(i)) for i in range(20)]  # The best is trial 0, inside the design.
-    assert not should_advance(s, stage=0, stage_start=0, trial_number=19, history=flat[:19])
-    assert should_advance(s, stage=0, stage_start=0, trial_number=20, history=flat)
-    # An int patience counts every trial, as the original BOCR does.
-    s0 = _sched(patience=3, patience_from=None, n_startup_trials=10)
-    assert s0.count_from == 0
+def test_auto_patience_counts_every_trial() -> None:
+    # Two clusters: patience max(6, 2 * 2) = 6 trials without a new best, those of the
+    # start-up design too, as an int patience (the original BOCR's) counts them.
+    s = _sched(patience="auto", patience_from=None)
+    assert s.patience == (6,)
+    flat = [(i, -float(i)) for i in range(20)]  # The best is trial 0.
+    assert not should_advance(s, stage=0, stage_start=0, trial_number=6, history=flat[:6])
+    assert should_advance(s, stage=0, stage_start=0, trial_number=7, history=flat[:7])
+    s0 = _sched(patience=3, patience_from=None)
     assert should_advance(s0, stage=0, stage_start=0, trial_number=4, history=flat[:4])
