@@ -187,6 +187,7 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
             "patience_from": (s(80),),
             "narrow_on_rollback": True,
             "trust_region": False,
+            "n_startup_trials": 10,
         }
     if method == "bocr-paper":
         from optuna_bocr import PAPER_SCHEDULE
@@ -201,6 +202,7 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
             "patience_from": (min(s(start1), first), min(max(s(start2), s(start1) + 1), second)),
             "narrow_on_rollback": True,
             "trust_region": False,
+            "n_startup_trials": 10,
         }
     raise ValueError(f"not a BOCR method: {method!r}")
 

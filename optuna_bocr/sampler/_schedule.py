@@ -25,11 +25,13 @@ PAPER_SCHEDULE: dict[str, object] = {
     "patience_from": (80, 130),
     "narrow_on_rollback": True,
     "trust_region": False,
+    "n_startup_trials": 10,
 }
 """The original BOCR schedule for 200 evaluations, as :class:`~optuna_bocr.BOCRSampler`
-keyword arguments: rollback at trial 100 (and 150 with a bridge stage) at the latest, or from
-trial 80 (and 130) on after 20 trials without a new best; each new stage is narrowed to the
-range of the top-k trials, and searched in the whole of it (no trust region)."""
+keyword arguments: 10 Sobol trials; rollback at trial 100 (and 150 with a bridge stage) at the
+latest, or from trial 80 (and 130) on after 20 trials without a new best; each new stage is
+narrowed to the range of the top-k trials, and searched in the whole of it (no trust
+region)."""
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,7 @@ def test_paper_schedule_preset(tmp_path: Path) -> None:
         "patience_from": (80, 130),
         "narrow_on_rollback": True,
         "trust_region": False,
+        "n_startup_trials": 10,
     }
     sampler = _sampler(**PAPER_SCHEDULE)
     assert sampler.stage_sizes == [2, 6]
