@@ -74,7 +74,8 @@ where the sensitivity probe's additive model puts the best network (pruning benc
 ``benchmarks._probe_start``); ``bocr-kl`` is ``bocr-trust`` with clusters cut from the probe's
 divergence curves (pruning benchmark only); ``bocr-width`` is ``bocr-trust`` with clusters of
 equally wide layers (``log2`` of the input channels; pruning benchmark only); ``bocr-flat`` is
-BOCR's GP with one variable per parameter from the first trial (no clusters); ``bocr-random`` is
+BOCR's GP with one variable per parameter from the first trial (no clusters) after 10 Sobol
+trials (GPSampler's count); ``bocr-random`` is
 the defaults with clusters cut from random features (seeded), which measures what the layer
 features add; ``bocr-paper`` is the paper's gradual rollback with its schedule for 200
 evaluations as published (:data:`~optuna_bocr.PAPER_SCHEDULE`), not scaled to the run's budget,
@@ -176,7 +177,9 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {"trust_region": True, "trust_region_length": 0.2}
     if method == "bocr-mean":
         return {"trust_region": True, "trust_region_length": 0.8, "incumbent": "mean"}
-    if method in ("bocr-flat", "bocr-random"):
+    if method == "bocr-flat":  # GPSampler's 10 start-up trials, as gp-priors-sobol has
+        return {"n_startup_trials": 10}
+    if method == "bocr-random":
         return {}
     if method == "bocr-clusters":
         return {"rollback_at": None, "patience": None, "patience_from": None}
