@@ -143,6 +143,8 @@ _EMPTY = {n: np.zeros(0) for n in NAMES}
         (dict(n_clusters=7), ValueError, r"\[1, 6\]"),
         (dict(top_k=0), ValueError, "top_k"),
         (dict(n_startup_trials=-1), ValueError, "n_startup_trials"),
+        (dict(top_k=True), ValueError, "top_k must be an int >= 1, got True"),
+        (dict(n_startup_trials=2.0), ValueError, "n_startup_trials must be an int >= 0"),
         (dict(bridge_clusters=[3, 4]), ValueError, "rollback_at"),
     ],
 )
