@@ -30,8 +30,10 @@ BOCR_VARIANTS = (
     "bocr-key-small",
     "bocr-key-s5",
     "bocr-key-quick",
+    "bocr-key-away",
     "bocr-s5",
     "bocr-quick",
+    "bocr-away",
     "bocr-mean",
     "bocr-flat",
     "bocr-random",
@@ -67,7 +69,10 @@ is ``bocr-key`` with a Sobol design of 5 trials instead of 10 (``n_startup_trial
 of ``bocr-quick`` is the sampler's default since 2026-12-04 (5 Sobol trials, a stage patience
 of ``max(6, 2 k)`` counting every trial), so ``bocr-trust`` and ``bocr-key`` now propose what
 ``bocr-quick`` and ``bocr-key-quick`` do, and their committed rows from before were made with
-the earlier defaults (10 Sobol trials, ``max(10, 2 k)`` trials after them); ``bocr-mean`` is
+the earlier defaults (10 Sobol trials, ``max(10, 2 k)`` trials after them); ``bocr-away`` and
+``bocr-key-away`` are the defaults (with the key: as the command line runs them) whose trust
+region, when it starts again, centres on the best trial outside the box it leaves
+(``restart="elsewhere"``); ``bocr-mean`` is
 ``bocr-trust`` whose box centres on, and whose log-EI must beat, the best GP posterior mean of
 the observations (``incumbent="mean"``); ``bocr-probe`` is ``bocr-trust`` whose first trial is
 where the sensitivity probe's additive model puts the best network (pruning benchmark only;
@@ -89,7 +94,7 @@ densities (``tpe`` is its default, multivariate for one objective since Optuna 5
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 METHOD_PACKAGES = {"cmaes": "cmaes"}
 """Packages that a method needs beyond the package's own requirements (method -> module)."""
-KEYED_METHODS = ("bocr-key", "bocr-key-small", "bocr-key-s5", "bocr-key-quick")
+KEYED_METHODS = ("bocr-key", "bocr-key-small", "bocr-key-s5", "bocr-key-quick", "bocr-key-away")
 """BOCR variants that propose no network twice (they need the objective's network key)."""
 PRUNING_ONLY_METHODS = ("bocr-probe", "bocr-kl", "bocr-width") + KEYED_METHODS
 """Methods that need a network to probe or measure: the synthetic benchmark refuses them."""
@@ -109,6 +114,8 @@ METHOD_LABELS = {
     "bocr-key-quick": "BOCR, no network twice, 5 Sobol trials, first stage patience 6",
     "bocr-s5": "BOCR, trust region, 5 Sobol trials",
     "bocr-quick": "BOCR, trust region, 5 Sobol trials, first stage patience 6",
+    "bocr-away": "BOCR defaults, restarts elsewhere",
+    "bocr-key-away": "BOCR, no network twice, restarts elsewhere",
     "bocr-mean": "BOCR, trust region at the best mean",
     "bocr-flat": "BOCR's GP, one variable per parameter",
     "bocr-random": "BOCR defaults, random clusters",
@@ -173,6 +180,8 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
             "n_startup_trials": 5,
             "patience": 6,
         }
+    if method in ("bocr-away", "bocr-key-away"):
+        return {"restart": "elsewhere"}
     if method in ("bocr-small", "bocr-key-small"):
         return {"trust_region": True, "trust_region_length": 0.2}
     if method == "bocr-mean":

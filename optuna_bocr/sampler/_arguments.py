@@ -29,3 +29,10 @@ def check_incumbent(incumbent: Any, *, trust_region: bool) -> None:
             "incumbent='mean' sets where the trust region centres: pass trust_region=True "
             "with it, or leave incumbent at 'observed'."
         )
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """``value`` is one of ``choices``, else a ValueError naming them."""
+    if not isinstance(value, str) or value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")

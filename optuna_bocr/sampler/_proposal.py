@@ -9,9 +9,8 @@ candidate that no other trial has.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+import dataclasses
 import math
-from typing import Literal
 from typing import NamedTuple
 from typing import TYPE_CHECKING
 
@@ -23,17 +22,15 @@ import torch
 
 from optuna_bocr.sampler import _storage
 from optuna_bocr.sampler._acquisition import optimize_log_ei
-from optuna_bocr.sampler._evaluation_key import EvaluationKeys
 from optuna_bocr.sampler._evaluation_key import TakenKeys
 from optuna_bocr.sampler._gp import fit_gp
 from optuna_bocr.sampler._history import History
 from optuna_bocr.sampler._history import read_history
+from optuna_bocr.sampler._plan import Plan
 from optuna_bocr.sampler._posterior import Posterior
 from optuna_bocr.sampler._schedule import rollback_bounds
-from optuna_bocr.sampler._schedule import Schedule
 from optuna_bocr.sampler._schedule import should_advance
 from optuna_bocr.sampler._space import StageSpace
-from optuna_bocr.sampler._trust_region import INIT_LENGTH
 from optuna_bocr.sampler._trust_region import MAX_LENGTH
 from optuna_bocr.sampler._trust_region import TrustRegion
 
@@ -54,48 +51,6 @@ _MAX_STAGE_RETRIES = 3
 _N_KEY_CHECKS = 64
 """With an evaluation key, the box is widened when none of its best this many candidates is
 a new evaluation."""
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The fixed settings of a sampler that every proposal uses.
-
-    Attributes:
-        names: Parameter names, ``search_space`` order.
-        schedule: When the stages change.
-        spaces: Each stage's space with its default (whole-range) bounds.
-        top_k: Number of best COMPLETE trials that set the bounds of a new stage.
-        n_startup_trials: Trials with a number below this come from the Sobol design.
-        seed: Seed of every random choice (with the trial number).
-        narrow_on_rollback: Whether a new stage's bounds are the range of the top-k trials
-            (else the user's whole range).
-        observe_actual: Whether the GP observes the objective's actual values
-            (:data:`~optuna_bocr.keys.ACTUAL_PARAMS_KEY`) and the moved proposals, instead of
-            the trials' params.
-        trust_region: Whether the stages after the first confine the acquisition to a
-            trust region around the incumbent (:mod:`~optuna_bocr.sampler._trust_region`).
-        trust_region_length: Side of the trust region's box when a stage opens and after a
-            restart (unit cube of the stage, before the lengthscale weighting).
-        incumbent: In the trust region's stages, what the box centres on and log-EI must
-            beat: ``"observed"``, the best observation; ``"mean"``, the observation with the
-            best GP posterior mean, and that mean.
-        evaluation_keys: What the objective evaluates alike (a point whose key a trial
-            already has is not proposed while a new one is found); ``None``: every point
-            is a new evaluation.
-    """
-
-    names: tuple[str, ...]
-    schedule: Schedule
-    spaces: tuple[StageSpace, ...]
-    top_k: int
-    n_startup_trials: int
-    seed: int
-    narrow_on_rollback: bool = True
-    observe_actual: bool = False
-    trust_region: bool = False
-    trust_region_length: float = INIT_LENGTH
-    incumbent: Literal["observed", "mean"] = "observed"
-    evaluation_keys: EvaluationKeys | None = None
 
 
 class Proposal(NamedTuple):
@@ -166,7 +121,7 @@ def _propose_once(
     if number < plan.n_startup_trials or len(y_obs) == 0:
         candidates = _sobol_candidates(plan.seed + stage, space.dim, number, rng)
     else:
-        trust = _trust_region(plan, history, stage, stage_start, space.dim)
+        trust = _trust_region(plan, history, stage, stage_start, space)
         try:
             candidates, theta = _gp_candidates(
                 x_obs,
@@ -230,18 +185,31 @@ def _open_stage(plan: Plan, history: History, stage: int) -> StageSpace:
 
 
 def _trust_region(
-    plan: Plan, history: History, stage: int, stage_start: int, dim: int
+    plan: Plan, history: History, stage: int, stage_start: int, space: StageSpace
 ) -> TrustRegion | None:
     """The trust region of a stage after the first (``plan.trust_region``), else ``None``."""
     if not plan.trust_region or stage == 0:
         return None
     numbers = np.asarray(history.obs_numbers)
-    before = history.obs_values[numbers < stage_start]
+    in_stage = numbers >= stage_start
+    if plan.restart == "elsewhere":
+        order = np.concatenate([np.flatnonzero(~in_stage), np.flatnonzero(in_stage)])
+        state = TrustRegion.replay_elsewhere(
+            history.obs_values[order],
+            space.to_unit(history.obs_params[order]),
+            int((~in_stage).sum()),
+            space.dim,
+            init_length=plan.trust_region_length,
+        )
+        assert state.center is not None or len(order) == 0
+        center = None if state.center is None else int(order[state.center])
+        return dataclasses.replace(state, center=center)
+    before = history.obs_values[~in_stage]
     best_before = float(before.max()) if len(before) else -math.inf
     return TrustRegion.replay(
         best_before,
-        history.obs_values[numbers >= stage_start],
-        dim,
+        history.obs_values[in_stage],
+        space.dim,
         init_length=plan.trust_region_length,
     )
 
@@ -323,14 +291,19 @@ def _gp_candidates(
     if trust is not None and by_mean:
         with torch.no_grad():
             scores = base(torch.from_numpy(x_obs))[0].numpy()
-    incumbent = float(np.max(np.concatenate([scores, fantasies])))
     inside = np.all((x_obs >= 0.0) & (x_obs <= 1.0), axis=1)
+    if trust is not None and trust.center is not None:  # a run restarted elsewhere
+        chosen = trust.center
+        inside &= np.arange(len(x_obs)) == chosen
+    else:
+        chosen = int(np.argmax(scores))
+    incumbent = float(np.max(np.concatenate([scores[[chosen]], fantasies])))
     best_inside = int(np.argmax(np.where(inside, scores, -np.inf)))
     warm = x_obs[[best_inside]] if inside.any() else x_obs[:0]
     box = None
     if trust is not None:
         lengthscales = model.hyperparameters.lengthscale.detach().numpy()
-        center = x_obs[int(np.argmax(scores))]
+        center = x_obs[chosen]
         box = trust.box(center, lengthscales)
     candidates, _ = optimize_log_ei(
         posterior, best=incumbent, dim=x_obs.shape[1], rng=rng, warm_starts=warm, box=box
@@ -338,7 +311,7 @@ def _gp_candidates(
     while trust is not None and is_new is not None and trust.length < MAX_LENGTH:
         if any(is_new(u) for u in candidates[:_N_KEY_CHECKS]):
             break
-        trust = TrustRegion(min(2.0 * trust.length, MAX_LENGTH), trust.restarts)
+        trust = dataclasses.replace(trust, length=min(2.0 * trust.length, MAX_LENGTH))
         candidates, _ = optimize_log_ei(
             posterior,
             best=incumbent,

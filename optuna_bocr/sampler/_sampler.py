@@ -22,22 +22,12 @@ from scipy.stats import qmc
 import torch
 
 from optuna_bocr.sampler import _storage
-from optuna_bocr.sampler._arguments import check_count
-from optuna_bocr.sampler._arguments import check_flags
-from optuna_bocr.sampler._arguments import check_incumbent
-from optuna_bocr.sampler._evaluation_key import check_evaluation_key
 from optuna_bocr.sampler._evaluation_key import EvaluationKey
-from optuna_bocr.sampler._evaluation_key import EvaluationKeys
 from optuna_bocr.sampler._features import ParameterFeatures
-from optuna_bocr.sampler._features import parse_features
-from optuna_bocr.sampler._proposal import Plan
+from optuna_bocr.sampler._plan import make_plan
 from optuna_bocr.sampler._proposal import Proposal
 from optuna_bocr.sampler._proposal import propose
-from optuna_bocr.sampler._schedule import make_schedule
-from optuna_bocr.sampler._space import StageSpace
 from optuna_bocr.sampler._space import validate_search_space
-from optuna_bocr.sampler._stages import cluster_stages
-from optuna_bocr.sampler._trust_region import check_length
 from optuna_bocr.sampler._trust_region import INIT_LENGTH
 
 if TYPE_CHECKING:
@@ -162,6 +152,12 @@ class BOCRSampler(BaseSampler):
             finite validation split. ``"mean"`` measured within noise of the default on
             the pruning benchmark (benchmarks/README.md). ``"mean"`` needs
             ``trust_region``.
+        restart:
+            Where the trust region's box centres when it starts again (after shrinking
+            below 1/32): ``"incumbent"``, the best trial again; ``"elsewhere"``, the best
+            trial outside the box of the first side around the centre it leaves, new
+            bests then counted against that run's own best (TuRBO's local regions, without
+            their fresh design). Needs ``trust_region`` to matter.
         evaluation_key:
             ``params -> hashable``: what the objective evaluates for a point, when many
             points give one evaluation (:meth:`optuna_bocr.pruning.PruningObjective.network_key`:
@@ -228,6 +224,7 @@ class BOCRSampler(BaseSampler):
         trust_region: bool = True,
         trust_region_length: float = INIT_LENGTH,
         incumbent: Literal["observed", "mean"] = "observed",
+        restart: Literal["incumbent", "elsewhere"] = "incumbent",
         evaluation_key: EvaluationKey | None = None,
         top_k: int = 10,
         n_startup_trials: int = 5,
@@ -238,63 +235,36 @@ class BOCRSampler(BaseSampler):
     ) -> None:
         self._search_space = validate_search_space(search_space)
         self._names = list(self._search_space)
-        dims = len(self._names)
-        feats = parse_features(features, self._names)
-        if distance is None:
-            distance = "eu" if feats.samples else "st"
-        top_k = check_count("top_k", top_k, minimum=1)
-        n_startup_trials = check_count("n_startup_trials", n_startup_trials, minimum=0)
-        check_flags(
-            {
-                "check_structure": check_structure,
-                "unstructured_fallback": unstructured_fallback,
-                "narrow_on_rollback": narrow_on_rollback,
-                "observe_actual": observe_actual,
-                "trust_region": trust_region,
-            }
-        )
-        trust_region_length = check_length(trust_region_length)
-        evaluation_key = check_evaluation_key(evaluation_key)
-        check_incumbent(incumbent, trust_region=trust_region)
-        schedule = make_schedule(
-            dims=dims,
+        self._plan, stages = make_plan(
+            self._search_space,
+            features=features,
+            distance=distance,
             n_clusters=n_clusters,
             bridge_clusters=bridge_clusters,
             rollback_at=rollback_at,
             patience=patience,
             patience_from=patience_from,
-        )
-        stages = cluster_stages(
-            feats,
-            self._names,
-            distance=distance,
-            schedule=schedule,
-            check_structure=check_structure,
-            unstructured_fallback=unstructured_fallback,
-        )
-        schedule, self._clusters = stages.schedule, stages.clusters
-        self._structure_pvalue = stages.pvalue
-        lows = np.array([d.low for d in self._search_space.values()])
-        highs = np.array([d.high for d in self._search_space.values()])
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        self._plan = Plan(
-            names=tuple(self._names),
-            schedule=schedule,
-            spaces=tuple(StageSpace.from_clusters(g, lows, highs) for g in self._clusters),
-            top_k=top_k,
-            n_startup_trials=n_startup_trials,
-            seed=int(seed),
             narrow_on_rollback=narrow_on_rollback,
             observe_actual=observe_actual,
             trust_region=trust_region,
             trust_region_length=trust_region_length,
             incumbent=incumbent,
-            evaluation_keys=(
-                None if evaluation_key is None else EvaluationKeys(evaluation_key, self._names)
-            ),
+            restart=restart,
+            evaluation_key=evaluation_key,
+            top_k=top_k,
+            n_startup_trials=n_startup_trials,
+            seed=seed,
+            check_structure=check_structure,
+            unstructured_fallback=unstructured_fallback,
         )
-        self._layout = _storage.layout_record(self._names, lows, highs, self._clusters)
+        self._clusters, self._structure_pvalue = stages.clusters, stages.pvalue
+        self._layout = _storage.layout_record(
+            self._names,
+            self._plan.spaces[0].param_lows,
+            self._plan.spaces[0].param_highs,
+            self._clusters,
+        )
+        seed = self._plan.seed
         self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
         self._warned: set[str] = set()
         # SciPy reads its Sobol direction numbers from a file on first use, in compiled code

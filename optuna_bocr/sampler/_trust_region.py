@@ -71,10 +71,14 @@ class TrustRegion:
     Attributes:
         length: Side of the box, before the per-variable lengthscale weighting.
         restarts: How many times the box fell below :data:`MIN_LENGTH` and started again.
+        center: With restarts elsewhere (:meth:`replay_elsewhere`), the index of the
+            observation the box centres on and log-EI must beat; ``None``: the best
+            observation (:meth:`replay`).
     """
 
     length: float
     restarts: int
+    center: int | None = None
 
     @classmethod
     def replay(
@@ -85,7 +89,7 @@ class TrustRegion:
         *,
         init_length: float = INIT_LENGTH,
     ) -> TrustRegion:
-        """The state after the stage's observations, in trial order.
+        """The state after the stage's observations, in trial order; restarts stay put.
 
         Args:
             best_before: Best (oriented, larger is better) value observed before the stage
@@ -95,23 +99,46 @@ class TrustRegion:
             init_length: Side when the stage opens and after a restart (the sampler's is
                 :data:`INIT_LENGTH`; other values replay studies run with another).
         """
-        length, restarts = init_length, 0
-        best = best_before
-        successes = failures = 0
-        fail_tol = failure_tolerance(dim)
-        for v in np.asarray(values, dtype=float).tolist():
-            if not math.isfinite(best) or v > best + RELATIVE_IMPROVEMENT * abs(best):
-                successes, failures = successes + 1, 0
-            else:
-                successes, failures = 0, failures + 1
-            best = max(best, v)
-            if successes >= SUCCESS_TOLERANCE:
-                length, successes = min(2.0 * length, MAX_LENGTH), 0
-            elif failures >= fail_tol:
-                length, failures = length / 2.0, 0
-                if length < MIN_LENGTH:
-                    length, restarts = init_length, restarts + 1
+        stage = np.asarray(values, dtype=float)
+        before = np.array([best_before] if math.isfinite(best_before) else [])
+        length, restarts, _ = _replay(
+            np.concatenate([before, stage]), len(before), dim, init_length, points=None
+        )
         return cls(length, restarts)
+
+    @classmethod
+    def replay_elsewhere(
+        cls,
+        values: ArrayLike,
+        points: ArrayLike,
+        start: int,
+        dim: int,
+        *,
+        init_length: float = INIT_LENGTH,
+    ) -> TrustRegion:
+        """The state after the stage's observations, each restart centred elsewhere.
+
+        The box centres on the best observation of its own run: the best one before the
+        stage when the stage opens; after a restart, the best observation (of all so far)
+        outside the box of the first side around the centre it leaves
+        (:func:`restart_center`). New bests are counted against that run's best, as in
+        TuRBO's local trust regions, so a run around a worse point can grow its box.
+
+        Args:
+            values: ``(n,)`` oriented values of every observation, in trial-number order.
+            points: ``(n, dim)`` the observations in the stage's unit cube.
+            start: Index of the stage's first observation in ``values``.
+            dim: Number of variables of the stage.
+            init_length: Side when the stage opens and after a restart.
+        """
+        length, restarts, center = _replay(
+            np.asarray(values, dtype=float),
+            start,
+            dim,
+            init_length,
+            points=np.asarray(points, dtype=float).reshape(-1, dim),
+        )
+        return cls(length, restarts, center)
 
     def box(self, center: np.ndarray, lengthscales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(lower, upper)``: the box around ``center`` inside the unit cube.
@@ -125,3 +152,57 @@ class TrustRegion:
         half = 0.5 * self.length * weights
         c = np.clip(center, 0.0, 1.0)
         return np.clip(c - half, 0.0, 1.0), np.clip(c + half, 0.0, 1.0)
+
+
+def restart_center(values: np.ndarray, points: np.ndarray, leaving: int, radius: float) -> int:
+    """Where a restarted box centres: the best observation away from the one it leaves.
+
+    Args:
+        values: ``(n,)`` oriented values of the observations so far.
+        points: ``(n, dim)`` their points in the stage's unit cube.
+        leaving: Index of the centre of the run that ended.
+        radius: Half the first side: an observation counts as away when one of its
+            coordinates differs from the centre's by more than this.
+
+    Returns:
+        The index of the best observation away (the earliest of equal ones); ``leaving``
+        if there is none.
+    """
+    away = np.max(np.abs(points - points[leaving]), axis=1) > radius
+    if not away.any():
+        return leaving
+    return int(np.argmax(np.where(away, values, -np.inf)))
+
+
+def _replay(
+    values: np.ndarray, start: int, dim: int, init_length: float, *, points: np.ndarray | None
+) -> tuple[float, int, int | None]:
+    """``(length, restarts, centre)`` after ``values[start:]``; see :class:`TrustRegion`.
+
+    Without ``points`` the centre is the best observation and restarts keep it.
+    """
+    length, restarts = init_length, 0
+    center = int(np.argmax(values[:start])) if start > 0 else None
+    best = values[center] if center is not None else -math.inf
+    successes = failures = 0
+    fail_tol = failure_tolerance(dim)
+    for i in range(start, len(values)):
+        v = float(values[i])
+        if not math.isfinite(best) or v > best + RELATIVE_IMPROVEMENT * abs(best):
+            successes, failures = successes + 1, 0
+        else:
+            successes, failures = 0, failures + 1
+        if center is None or v > best:
+            best, center = v, i
+        if successes >= SUCCESS_TOLERANCE:
+            length, successes = min(2.0 * length, MAX_LENGTH), 0
+        elif failures >= fail_tol:
+            length, failures = length / 2.0, 0
+            if length < MIN_LENGTH:
+                length, restarts = init_length, restarts + 1
+                if points is not None:
+                    center = restart_center(
+                        values[: i + 1], points[: i + 1], center, 0.5 * init_length
+                    )
+                    best = float(values[center])
+    return length, restarts, center if points is not None else None

@@ -23,6 +23,7 @@ from optuna_bocr.sampler._storage import stored_proposal
 from optuna_bocr.sampler._trust_region import failure_tolerance
 from optuna_bocr.sampler._trust_region import INIT_LENGTH
 from optuna_bocr.sampler._trust_region import MAX_LENGTH
+from optuna_bocr.sampler._trust_region import restart_center
 from optuna_bocr.sampler._trust_region import TrustRegion
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -159,3 +160,70 @@ def test_the_sampler_proposes_inside_the_replayed_box(tmp_path: Path, incumbent:
         BOCRSampler(space, features=vectors, incumbent="best")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="pass trust_region=True"):
         BOCRSampler(space, features=vectors, trust_region=False, incumbent="mean")
+
+
+def test_a_restart_elsewhere_centres_on_the_best_observation_outside_the_box_it_leaves() -> None:
+    dim = 2
+    points = np.array([[0.5, 0.5], [0.95, 0.95], [0.55, 0.5], [0.05, 0.05]] + [[0.5, 0.52]] * 20)
+    values = np.array([10.0, 8.0, 9.5, 7.0] + [9.0] * 20)
+    # Before any restart: the best observation, and the same side as a plain replay.
+    state = TrustRegion.replay_elsewhere(values[:10], points[:10], 4, dim)
+    plain = TrustRegion.replay(10.0, values[4:10], dim)
+    assert (state.length, state.restarts, state.center) == (plain.length, 0, 0)
+    # 20 failures (4 per halving) restart it: the best point more than 0.4 away from the
+    # centre in some coordinate is trial 1 (trial 2, better, is 0.05 away).
+    state = TrustRegion.replay_elsewhere(values, points, 4, dim)
+    assert (state.length, state.restarts, state.center) == (INIT_LENGTH, 1, 1)
+    assert TrustRegion.replay(10.0, values[4:], dim).center is None
+    # New bests then count against that run's best (8.0): three in a row double the side.
+    more = np.concatenate([values, [8.5, 8.7, 8.9]])
+    near = np.concatenate([points, [[0.9, 0.8]] * 3])
+    state = TrustRegion.replay_elsewhere(more, near, 4, dim)
+    assert (state.length, state.center) == (2 * INIT_LENGTH, len(more) - 1)
+    # Nothing away from the centre: it stays.
+    assert restart_center(values[:3], points[[0, 0, 0]], 0, 0.4) == 0
+
+
+def test_restart_elsewhere_proposes_around_the_centre_it_replays(tmp_path: Path) -> None:
+    names = [f"p{i}" for i in range(4)]
+    space = {n: FloatDistribution(0.0, 1.0) for n in names}
+    sampler = BOCRSampler(
+        space,
+        features=np.array([[1.0, 10], [1.1, 11], [5.0, 1], [5.2, 1.1]]),
+        n_clusters=2,
+        rollback_at=(6,),
+        n_startup_trials=4,
+        restart="elsewhere",
+        seed=0,
+    )
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'db.sqlite3'}", direction="maximize", sampler=sampler
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        x = np.array([trial.suggest_float(n, 0.0, 1.0) for n in names])
+        # Trial 1 is a lucky outlier that no later trial beats: the box keeps shrinking
+        # around it until it starts again elsewhere.
+        return 100.0 if trial.number == 1 else -float(np.sum((x - 0.3) ** 2))
+
+    study.optimize(objective, n_trials=30)
+    trials = study.trials
+    elsewhere = 0
+    for t in trials[7:]:
+        history = read_history(trials, names, t.number, 1.0)
+        numbers = np.asarray(history.obs_numbers)
+        state = TrustRegion.replay_elsewhere(
+            history.obs_values, history.obs_params, int((numbers < 6).sum()), 4
+        )
+        assert state.center is not None
+        fit = gp_fit(t)
+        assert fit is not None and fit[0] == 1
+        ls = Hyperparameters.from_theta(torch.from_numpy(fit[1])).lengthscale.numpy()
+        lower, upper = state.box(history.obs_params[state.center], ls)
+        proposal = stored_proposal(t, 4)
+        assert proposal is not None
+        assert np.all(proposal >= lower - 1e-9) and np.all(proposal <= upper + 1e-9), t.number
+        elsewhere += history.obs_numbers[state.center] != 1
+    assert state.restarts == 1 and elsewhere >= 3  # trials 27-29 search around another point
+    with pytest.raises(ValueError, match="restart must be one of 'incumbent', 'elsewhere'"):
+        BOCRSampler(space, features=np.eye(4), restart="far")  # type: ignore[arg-type]

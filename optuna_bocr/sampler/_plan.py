@@ -1,0 +1,168 @@
+"""The sampler's fixed settings, checked and built once from BOCRSampler's arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike
+from optuna.distributions import FloatDistribution
+
+from optuna_bocr.sampler._arguments import check_choice
+from optuna_bocr.sampler._arguments import check_count
+from optuna_bocr.sampler._arguments import check_flags
+from optuna_bocr.sampler._arguments import check_incumbent
+from optuna_bocr.sampler._evaluation_key import check_evaluation_key
+from optuna_bocr.sampler._evaluation_key import EvaluationKey
+from optuna_bocr.sampler._evaluation_key import EvaluationKeys
+from optuna_bocr.sampler._features import ParameterFeatures
+from optuna_bocr.sampler._features import parse_features
+from optuna_bocr.sampler._schedule import make_schedule
+from optuna_bocr.sampler._schedule import Schedule
+from optuna_bocr.sampler._space import StageSpace
+from optuna_bocr.sampler._stages import cluster_stages
+from optuna_bocr.sampler._stages import StageClusters
+from optuna_bocr.sampler._trust_region import check_length
+from optuna_bocr.sampler._trust_region import INIT_LENGTH
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The fixed settings of a sampler that every proposal uses.
+
+    Attributes:
+        names: Parameter names, ``search_space`` order.
+        schedule: When the stages change.
+        spaces: Each stage's space with its default (whole-range) bounds.
+        top_k: Number of best COMPLETE trials that set the bounds of a new stage.
+        n_startup_trials: Trials with a number below this come from the Sobol design.
+        seed: Seed of every random choice (with the trial number).
+        narrow_on_rollback: Whether a new stage's bounds are the range of the top-k trials
+            (else the user's whole range).
+        observe_actual: Whether the GP observes the objective's actual values
+            (:data:`~optuna_bocr.keys.ACTUAL_PARAMS_KEY`) and the moved proposals, instead of
+            the trials' params.
+        trust_region: Whether the stages after the first confine the acquisition to a
+            trust region around the incumbent (:mod:`~optuna_bocr.sampler._trust_region`).
+        trust_region_length: Side of the trust region's box when a stage opens and after a
+            restart (unit cube of the stage, before the lengthscale weighting).
+        incumbent: In the trust region's stages, what the box centres on and log-EI must
+            beat: ``"observed"``, the best observation; ``"mean"``, the observation with the
+            best GP posterior mean, and that mean.
+        restart: Where the trust region's box centres when it starts again: ``"incumbent"``
+            (the best observation, as before) or ``"elsewhere"`` (the best observation
+            outside the box it leaves; :meth:`TrustRegion.replay_elsewhere`).
+        evaluation_keys: What the objective evaluates alike (a point whose key a trial
+            already has is not proposed while a new one is found); ``None``: every point
+            is a new evaluation.
+    """
+
+    names: tuple[str, ...]
+    schedule: Schedule
+    spaces: tuple[StageSpace, ...]
+    top_k: int
+    n_startup_trials: int
+    seed: int
+    narrow_on_rollback: bool = True
+    observe_actual: bool = False
+    trust_region: bool = False
+    trust_region_length: float = INIT_LENGTH
+    incumbent: Literal["observed", "mean"] = "observed"
+    restart: Literal["incumbent", "elsewhere"] = "incumbent"
+    evaluation_keys: EvaluationKeys | None = None
+
+
+def make_plan(
+    search_space: Mapping[str, FloatDistribution],
+    *,
+    features: ParameterFeatures | Mapping[str, ArrayLike] | ArrayLike,
+    distance: Literal["eu", "js", "st"] | None,
+    n_clusters: int,
+    bridge_clusters: int | Sequence[int] | None,
+    rollback_at: Sequence[int] | None,
+    patience: int | Literal["auto"] | None,
+    patience_from: Sequence[int] | None,
+    narrow_on_rollback: bool,
+    observe_actual: bool,
+    trust_region: bool,
+    trust_region_length: float,
+    incumbent: Literal["observed", "mean"],
+    restart: Literal["incumbent", "elsewhere"],
+    evaluation_key: EvaluationKey | None,
+    top_k: int,
+    n_startup_trials: int,
+    seed: int | None,
+    check_structure: bool,
+    unstructured_fallback: bool,
+) -> tuple[Plan, StageClusters]:
+    """Check :class:`~optuna_bocr.BOCRSampler`'s arguments and build its plan.
+
+    Args:
+        search_space: The validated search space (float distributions, in order).
+        features: See :class:`~optuna_bocr.BOCRSampler`; so are the other arguments.
+
+    Returns:
+        The plan, and the stages the features clustered into (with the structure test's
+        p-value).
+
+    Raises:
+        TypeError, ValueError: An argument is wrong (one line saying which and why).
+    """
+    names = list(search_space)
+    feats = parse_features(features, names)
+    if distance is None:
+        distance = "eu" if feats.samples else "st"
+    top_k = check_count("top_k", top_k, minimum=1)
+    n_startup_trials = check_count("n_startup_trials", n_startup_trials, minimum=0)
+    check_flags(
+        {
+            "check_structure": check_structure,
+            "unstructured_fallback": unstructured_fallback,
+            "narrow_on_rollback": narrow_on_rollback,
+            "observe_actual": observe_actual,
+            "trust_region": trust_region,
+        }
+    )
+    trust_region_length = check_length(trust_region_length)
+    evaluation_key = check_evaluation_key(evaluation_key)
+    check_incumbent(incumbent, trust_region=trust_region)
+    check_choice("restart", restart, ("incumbent", "elsewhere"))
+    schedule = make_schedule(
+        dims=len(names),
+        n_clusters=n_clusters,
+        bridge_clusters=bridge_clusters,
+        rollback_at=rollback_at,
+        patience=patience,
+        patience_from=patience_from,
+    )
+    stages = cluster_stages(
+        feats,
+        names,
+        distance=distance,
+        schedule=schedule,
+        check_structure=check_structure,
+        unstructured_fallback=unstructured_fallback,
+    )
+    lows = np.array([d.low for d in search_space.values()])
+    highs = np.array([d.high for d in search_space.values()])
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+    plan = Plan(
+        names=tuple(names),
+        schedule=stages.schedule,
+        spaces=tuple(StageSpace.from_clusters(g, lows, highs) for g in stages.clusters),
+        top_k=top_k,
+        n_startup_trials=n_startup_trials,
+        seed=int(seed),
+        narrow_on_rollback=narrow_on_rollback,
+        observe_actual=observe_actual,
+        trust_region=trust_region,
+        trust_region_length=trust_region_length,
+        incumbent=incumbent,
+        restart=restart,
+        evaluation_keys=None if evaluation_key is None else EvaluationKeys(evaluation_key, names),
+    )
+    return plan, stages
