@@ -31,6 +31,7 @@ BOCR_VARIANTS = (
     "bocr-key-s5",
     "bocr-key-quick",
     "bocr-key-away",
+    "bocr-key-actual",
     "bocr-s5",
     "bocr-quick",
     "bocr-away",
@@ -72,7 +73,9 @@ of ``max(6, 2 k)`` counting every trial), so ``bocr-trust`` and ``bocr-key`` now
 the earlier defaults (10 Sobol trials, ``max(10, 2 k)`` trials after them); ``bocr-away`` and
 ``bocr-key-away`` are the defaults (with the key: as the command line runs them) whose trust
 region, when it starts again, centres on the best trial outside the box it leaves
-(``restart="elsewhere"``); ``bocr-mean`` is
+(``restart="elsewhere"``); ``bocr-key-actual`` is the defaults with the key whose GP
+observes the ratios the budget actually pruned to (``observe_actual=True``), as ``bocr-actual``
+without the key; ``bocr-mean`` is
 ``bocr-trust`` whose box centres on, and whose log-EI must beat, the best GP posterior mean of
 the observations (``incumbent="mean"``); ``bocr-probe`` is ``bocr-trust`` whose first trial is
 where the sensitivity probe's additive model puts the best network (pruning benchmark only;
@@ -94,7 +97,14 @@ densities (``tpe`` is its default, multivariate for one objective since Optuna 5
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 METHOD_PACKAGES = {"cmaes": "cmaes"}
 """Packages that a method needs beyond the package's own requirements (method -> module)."""
-KEYED_METHODS = ("bocr-key", "bocr-key-small", "bocr-key-s5", "bocr-key-quick", "bocr-key-away")
+KEYED_METHODS = (
+    "bocr-key",
+    "bocr-key-small",
+    "bocr-key-s5",
+    "bocr-key-quick",
+    "bocr-key-away",
+    "bocr-key-actual",
+)
 """BOCR variants that propose no network twice (they need the objective's network key)."""
 PRUNING_ONLY_METHODS = ("bocr-probe", "bocr-kl", "bocr-width") + KEYED_METHODS
 """Methods that need a network to probe or measure: the synthetic benchmark refuses them."""
@@ -116,6 +126,7 @@ METHOD_LABELS = {
     "bocr-quick": "BOCR, trust region, 5 Sobol trials, first stage patience 6",
     "bocr-away": "BOCR defaults, restarts elsewhere",
     "bocr-key-away": "BOCR, no network twice, restarts elsewhere",
+    "bocr-key-actual": "BOCR, no network twice, budgeted ratios observed",
     "bocr-mean": "BOCR, trust region at the best mean",
     "bocr-flat": "BOCR's GP, one variable per parameter",
     "bocr-random": "BOCR defaults, random clusters",
@@ -167,7 +178,7 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {}
     if method == "bocr-box":
         return {"narrow_on_rollback": True}
-    if method == "bocr-actual":
+    if method in ("bocr-actual", "bocr-key-actual"):
         return {"observe_actual": True}
     if method in ("bocr-trust", "bocr-probe", "bocr-kl", "bocr-width", "bocr-key"):
         return {"trust_region": True, "trust_region_length": 0.8}
