@@ -5,7 +5,9 @@ observation, or the one of best GP posterior mean (``BOCRSampler(incumbent=...)`
 Eriksson et al., "Scalable Global Optimization via Local Bayesian Optimization", NeurIPS
 2019). The box doubles after a run of new bests and halves after a
 run of trials without one; once it is smaller than :data:`MIN_LENGTH` it starts again at
-its first side (:data:`INIT_LENGTH` unless the sampler was given another). Its side along
+its first side (:data:`INIT_LENGTH` unless the sampler was given another), around the same
+centre or, with ``BOCRSampler(restart="elsewhere")``, around the best observation away from
+it (:meth:`TrustRegion.replay_elsewhere`). Its side along
 each variable is proportional to the GP's lengthscale of that variable (divided by their
 geometric mean), so the box is long where the function changes slowly.
 
