@@ -121,7 +121,8 @@ def _propose_once(
     if number < plan.n_startup_trials or len(y_obs) == 0:
         candidates = _sobol_candidates(plan.seed + stage, space.dim, number, rng)
     else:
-        trust = _trust_region(plan, history, stage, stage_start, space)
+        # The first rows of x_obs are the observations, in trial-number order.
+        trust = _trust_region(plan, history, stage, stage_start, x_obs[: len(history.obs_values)])
         try:
             candidates, theta = _gp_candidates(
                 x_obs,
@@ -185,31 +186,29 @@ def _open_stage(plan: Plan, history: History, stage: int) -> StageSpace:
 
 
 def _trust_region(
-    plan: Plan, history: History, stage: int, stage_start: int, space: StageSpace
+    plan: Plan, history: History, stage: int, stage_start: int, points: np.ndarray
 ) -> TrustRegion | None:
-    """The trust region of a stage after the first (``plan.trust_region``), else ``None``."""
+    """The trust region of a stage after the first (``plan.trust_region``), else ``None``.
+
+    Args:
+        points: ``(n_obs, dim)`` the observations in the stage's unit cube.
+    """
     if not plan.trust_region or stage == 0:
         return None
-    numbers = np.asarray(history.obs_numbers)
-    in_stage = numbers >= stage_start
+    first = int(np.sum(np.asarray(history.obs_numbers) < stage_start))
     if plan.restart == "elsewhere":
-        order = np.concatenate([np.flatnonzero(~in_stage), np.flatnonzero(in_stage)])
-        state = TrustRegion.replay_elsewhere(
-            history.obs_values[order],
-            space.to_unit(history.obs_params[order]),
-            int((~in_stage).sum()),
-            space.dim,
+        return TrustRegion.replay_elsewhere(
+            history.obs_values,
+            points,
+            first,
+            points.shape[1],
             init_length=plan.trust_region_length,
         )
-        assert state.center is not None or len(order) == 0
-        center = None if state.center is None else int(order[state.center])
-        return dataclasses.replace(state, center=center)
-    before = history.obs_values[~in_stage]
-    best_before = float(before.max()) if len(before) else -math.inf
+    before = history.obs_values[:first]
     return TrustRegion.replay(
-        best_before,
-        history.obs_values[in_stage],
-        space.dim,
+        float(before.max()) if len(before) else -math.inf,
+        history.obs_values[first:],
+        points.shape[1],
         init_length=plan.trust_region_length,
     )
 
