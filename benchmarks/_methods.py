@@ -32,9 +32,13 @@ BOCR_VARIANTS = (
     "bocr-key-quick",
     "bocr-key-away",
     "bocr-key-actual",
+    "bocr-key-ts",
+    "bocr-key-any",
     "bocr-s5",
     "bocr-quick",
     "bocr-away",
+    "bocr-ts",
+    "bocr-any",
     "bocr-mean",
     "bocr-flat",
     "bocr-random",
@@ -75,7 +79,11 @@ the earlier defaults (10 Sobol trials, ``max(10, 2 k)`` trials after them); ``bo
 region, when it starts again, centres on the best trial outside the box it leaves
 (``restart="elsewhere"``); ``bocr-key-actual`` is the defaults with the key whose GP
 observes the ratios the budget actually pruned to (``observe_actual=True``), as ``bocr-actual``
-without the key; ``bocr-mean`` is
+without the key; ``bocr-ts`` and ``bocr-key-ts`` are the defaults (without and with the
+key) whose trust region ranks its candidates by Thompson sampling
+(``acquisition="thompson"``); ``bocr-any`` and ``bocr-key-any`` are the defaults (without and
+with the key) whose trust region counts any gain as a new best
+(``trust_region_improvement=0``); ``bocr-mean`` is
 ``bocr-trust`` whose box centres on, and whose log-EI must beat, the best GP posterior mean of
 the observations (``incumbent="mean"``); ``bocr-probe`` is ``bocr-trust`` whose first trial is
 where the sensitivity probe's additive model puts the best network (pruning benchmark only;
@@ -104,6 +112,8 @@ KEYED_METHODS = (
     "bocr-key-quick",
     "bocr-key-away",
     "bocr-key-actual",
+    "bocr-key-ts",
+    "bocr-key-any",
 )
 """BOCR variants that propose no network twice (they need the objective's network key)."""
 PRUNING_ONLY_METHODS = ("bocr-probe", "bocr-kl", "bocr-width") + KEYED_METHODS
@@ -127,6 +137,10 @@ METHOD_LABELS = {
     "bocr-away": "BOCR defaults, restarts elsewhere",
     "bocr-key-away": "BOCR, no network twice, restarts elsewhere",
     "bocr-key-actual": "BOCR, no network twice, budgeted ratios observed",
+    "bocr-ts": "BOCR defaults, Thompson sampling",
+    "bocr-key-ts": "BOCR, no network twice, Thompson sampling",
+    "bocr-any": "BOCR defaults, any gain a new best",
+    "bocr-key-any": "BOCR, no network twice, any gain a new best",
     "bocr-mean": "BOCR, trust region at the best mean",
     "bocr-flat": "BOCR's GP, one variable per parameter",
     "bocr-random": "BOCR defaults, random clusters",
@@ -193,6 +207,10 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         }
     if method in ("bocr-away", "bocr-key-away"):
         return {"restart": "elsewhere"}
+    if method in ("bocr-ts", "bocr-key-ts"):
+        return {"acquisition": "thompson"}
+    if method in ("bocr-any", "bocr-key-any"):
+        return {"trust_region_improvement": 0.0}
     if method in ("bocr-small", "bocr-key-small"):
         return {"trust_region": True, "trust_region_length": 0.2}
     if method == "bocr-mean":

@@ -25,8 +25,10 @@ from optuna_bocr.sampler._schedule import Schedule
 from optuna_bocr.sampler._space import StageSpace
 from optuna_bocr.sampler._stages import cluster_stages
 from optuna_bocr.sampler._stages import StageClusters
+from optuna_bocr.sampler._trust_region import check_improvement
 from optuna_bocr.sampler._trust_region import check_length
 from optuna_bocr.sampler._trust_region import INIT_LENGTH
+from optuna_bocr.sampler._trust_region import RELATIVE_IMPROVEMENT
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,16 @@ class Plan:
             trust region around the incumbent (:mod:`~optuna_bocr.sampler._trust_region`).
         trust_region_length: Side of the trust region's box when a stage opens and after a
             restart (unit cube of the stage, before the lengthscale weighting).
+        trust_region_improvement: A value is a new best for the trust region when it beats
+            the best by more than this fraction of ``|best|``.
         incumbent: In the trust region's stages, what the box centres on and log-EI must
             beat: ``"observed"``, the best observation; ``"mean"``, the observation with the
             best GP posterior mean, and that mean.
         restart: Where the trust region's box centres when it starts again: ``"incumbent"``
             (the best observation, as before) or ``"elsewhere"`` (the best observation
             outside the box it leaves; :meth:`TrustRegion.replay_elsewhere`).
+        acquisition: What ranks the candidates in a trust region's box: ``"log_ei"``
+            (optimised) or ``"thompson"`` (one posterior draw; :mod:`._thompson`).
         evaluation_keys: What the objective evaluates alike (a point whose key a trial
             already has is not proposed while a new one is found); ``None``: every point
             is a new evaluation.
@@ -70,8 +76,10 @@ class Plan:
     observe_actual: bool = False
     trust_region: bool = False
     trust_region_length: float = INIT_LENGTH
+    trust_region_improvement: float = RELATIVE_IMPROVEMENT
     incumbent: Literal["observed", "mean"] = "observed"
     restart: Literal["incumbent", "elsewhere"] = "incumbent"
+    acquisition: Literal["log_ei", "thompson"] = "log_ei"
     evaluation_keys: EvaluationKeys | None = None
 
 
@@ -89,8 +97,10 @@ def make_plan(
     observe_actual: bool,
     trust_region: bool,
     trust_region_length: float,
+    trust_region_improvement: float,
     incumbent: Literal["observed", "mean"],
     restart: Literal["incumbent", "elsewhere"],
+    acquisition: Literal["log_ei", "thompson"],
     evaluation_key: EvaluationKey | None,
     top_k: int,
     n_startup_trials: int,
@@ -127,9 +137,11 @@ def make_plan(
         }
     )
     trust_region_length = check_length(trust_region_length)
+    trust_region_improvement = check_improvement(trust_region_improvement)
     evaluation_key = check_evaluation_key(evaluation_key)
     check_incumbent(incumbent, trust_region=trust_region)
     check_choice("restart", restart, ("incumbent", "elsewhere"))
+    check_choice("acquisition", acquisition, ("log_ei", "thompson"))
     schedule = make_schedule(
         dims=len(names),
         n_clusters=n_clusters,
@@ -161,8 +173,10 @@ def make_plan(
         observe_actual=observe_actual,
         trust_region=trust_region,
         trust_region_length=trust_region_length,
+        trust_region_improvement=trust_region_improvement,
         incumbent=incumbent,
         restart=restart,
+        acquisition=acquisition,
         evaluation_keys=None if evaluation_key is None else EvaluationKeys(evaluation_key, names),
     )
     return plan, stages

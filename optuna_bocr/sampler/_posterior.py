@@ -52,6 +52,24 @@ class Posterior:
         var = self._outputscale - (v * v).sum(-2)
         return mean, var.clamp_min(1e-12)
 
+    def sample(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """One joint draw of the latent function at the rows of ``x``.
+
+        Args:
+            x: ``(m, d)`` points.
+            z: ``(m,)`` standard normal numbers (the caller's random stream).
+
+        Returns:
+            ``(m,)``: ``mean + L z`` with ``L L^T`` the posterior covariance at ``x``
+            (jittered until it factorises).
+        """
+        kxs = self.kernel(x, self._x)
+        mean = self._mean + (kxs @ self._alpha).squeeze(-1)
+        v = torch.linalg.solve_triangular(self._chol, kxs.transpose(-1, -2), upper=False)
+        cov = self.kernel(x, x) - v.transpose(-1, -2) @ v
+        chol = cholesky_with_jitter(cov, 1e-6 * self._outputscale, 7)
+        return mean + chol @ z
+
     def with_gradients(
         self, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

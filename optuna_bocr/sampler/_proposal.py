@@ -31,6 +31,7 @@ from optuna_bocr.sampler._posterior import Posterior
 from optuna_bocr.sampler._schedule import rollback_bounds
 from optuna_bocr.sampler._schedule import should_advance
 from optuna_bocr.sampler._space import StageSpace
+from optuna_bocr.sampler._thompson import thompson_candidates
 from optuna_bocr.sampler._trust_region import MAX_LENGTH
 from optuna_bocr.sampler._trust_region import TrustRegion
 
@@ -132,6 +133,7 @@ def _propose_once(
                 rng,
                 trust,
                 by_mean=plan.incumbent == "mean",
+                thompson=plan.acquisition == "thompson",
                 is_new=None if taken is None else lambda u: not taken(space.unit_to_params(u)),
             )
             _storage.write_gp_fit(study, trial, stage, theta)
@@ -203,6 +205,7 @@ def _trust_region(
             first,
             points.shape[1],
             init_length=plan.trust_region_length,
+            improvement=plan.trust_region_improvement,
         )
     before = history.obs_values[:first]
     return TrustRegion.replay(
@@ -210,6 +213,7 @@ def _trust_region(
         history.obs_values[first:],
         points.shape[1],
         init_length=plan.trust_region_length,
+        improvement=plan.trust_region_improvement,
     )
 
 
@@ -265,6 +269,7 @@ def _gp_candidates(
     trust: TrustRegion | None = None,
     *,
     by_mean: bool = False,
+    thompson: bool = False,
     is_new: Callable[[np.ndarray], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit the GP, fantasise the running trials and rank candidates by log-EI.
@@ -274,9 +279,11 @@ def _gp_candidates(
     (only with ``trust``) the observation with the best posterior mean, whose mean is then
     what log-EI must beat: a value that got lucky on a finite validation split sits above
     the GP's mean there (by about the fitted noise), and a box centred on it keeps failing
-    to beat it. With ``is_new`` (whether a unit-cube point is a new evaluation), a box
-    whose best candidates are all known evaluations (narrower than what the objective
-    tells apart) is doubled until they are not, up to the largest side.
+    to beat it. With ``thompson`` (only with ``trust``), one joint posterior draw over
+    candidates in the box ranks them instead of log-EI. With ``is_new`` (whether a
+    unit-cube point is a new evaluation), a box whose best candidates are all known
+    evaluations (narrower than what the objective tells apart) is doubled until they are
+    not, up to the largest side.
 
     Returns:
         The candidates (best first) and the fitted GP hyperparameters.
@@ -299,26 +306,26 @@ def _gp_candidates(
     incumbent = float(np.max(np.concatenate([scores[[chosen]], fantasies])))
     best_inside = int(np.argmax(np.where(inside, scores, -np.inf)))
     warm = x_obs[[best_inside]] if inside.any() else x_obs[:0]
-    box = None
-    if trust is not None:
-        lengthscales = model.hyperparameters.lengthscale.detach().numpy()
-        center = x_obs[chosen]
-        box = trust.box(center, lengthscales)
-    candidates, _ = optimize_log_ei(
-        posterior, best=incumbent, dim=x_obs.shape[1], rng=rng, warm_starts=warm, box=box
-    )
+    lengthscales = model.hyperparameters.lengthscale.detach().numpy()
+    center = x_obs[chosen]
+
+    def search(region: TrustRegion | None) -> np.ndarray:
+        if region is None:
+            box = None
+        else:
+            box = region.box(center, lengthscales)
+            if thompson:
+                return thompson_candidates(posterior, center=center, box=box, rng=rng)
+        return optimize_log_ei(
+            posterior, best=incumbent, dim=x_obs.shape[1], rng=rng, warm_starts=warm, box=box
+        )[0]
+
+    candidates = search(trust)
     while trust is not None and is_new is not None and trust.length < MAX_LENGTH:
         if any(is_new(u) for u in candidates[:_N_KEY_CHECKS]):
             break
         trust = dataclasses.replace(trust, length=min(2.0 * trust.length, MAX_LENGTH))
-        candidates, _ = optimize_log_ei(
-            posterior,
-            best=incumbent,
-            dim=x_obs.shape[1],
-            rng=rng,
-            warm_starts=warm,
-            box=trust.box(center, lengthscales),
-        )
+        candidates = search(trust)
     return candidates, theta
 
 

@@ -8,7 +8,6 @@ from typing import Any
 from typing import Literal
 from typing import TYPE_CHECKING
 
-import numpy as np
 from numpy.typing import ArrayLike
 import optuna
 from optuna.distributions import BaseDistribution
@@ -29,6 +28,7 @@ from optuna_bocr.sampler._proposal import Proposal
 from optuna_bocr.sampler._proposal import propose
 from optuna_bocr.sampler._space import validate_search_space
 from optuna_bocr.sampler._trust_region import INIT_LENGTH
+from optuna_bocr.sampler._trust_region import RELATIVE_IMPROVEMENT
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -41,46 +41,37 @@ class BOCRSampler(BaseSampler):
     """Bayesian optimisation with clustering and rollback (BOCR, Fan et al., ECCV 2022).
 
     The parameters are grouped by a Ward linkage tree over their features; the search
-    starts with one variable per cluster (every member parameter gets its cluster's value,
-    clipped to its own distribution), then rolls back to finer cuts of the same tree
-    (optional "bridge" stages) and finally to one variable per parameter. Each stage change
-    keeps the user's whole range (or, with ``narrow_on_rollback=True`` as in the original,
-    narrows the bounds to the range of the best trials), and every earlier trial becomes an
-    observation of the new stage: a cluster's value is the mean of its members' params (or,
-    with ``observe_actual=True``, of the values the objective actually evaluated). Trials
-    ``0 .. n_startup_trials - 1`` come from a scrambled Sobol design in the first stage's
-    space; later trials maximise log expected improvement of a GPyTorch exact GP (Matern 5/2,
-    ARD, learned noise, dimension-scaled lengthscale prior) with Sobol candidates and
-    L-BFGS-B, inside the current stage's bounds; after the first stage, inside a trust
-    region around the best trial (``trust_region``), so that the fine stages refine the
-    incumbent the coarse one found.
+    starts with one variable per cluster (each member gets its cluster's value, clipped to
+    its own distribution), then rolls back to finer cuts of the same tree (optional "bridge"
+    stages) and finally to one variable per parameter, keeping the user's whole range (or,
+    with ``narrow_on_rollback=True`` as in the original, the range of the best trials).
+    Every earlier trial is an observation of the new stage: a cluster's value is the mean
+    of its members' params (with ``observe_actual=True``, of the values the objective
+    actually evaluated). The first ``n_startup_trials`` trials come from a scrambled Sobol
+    design; later ones maximise log expected improvement of a GPyTorch exact GP (Matern
+    5/2, ARD, learned noise, dimension-scaled lengthscale prior) from Sobol candidates and
+    L-BFGS-B, inside the stage's bounds; after the first stage, inside a trust region
+    around the best trial (``trust_region``), so the fine stages refine what the coarse
+    one found.
 
-    Everything the sampler needs is derived from the trial history in the storage and from
-    ``(seed, trial number)``: per-trial system attrs record each proposal (fixed before the
-    trial gets its params) and, on the trial that opens a stage, that stage's bounds. So a
-    study resumed in another process, or shared by several workers, continues the same way;
-    a study run for 40 trials in one process proposes exactly what 20 + 20 trials in two
-    processes propose.
-    Each GP fit warm-starts from the hyperparameters stored on the latest earlier trial of
-    the same stage (system attr), which keeps the per-trial time small. Running trials are
-    fantasised at the GP's posterior mean (kriging believer), and a proposal within 1e-3 (of
-    the stage's range, in every coordinate) of any other trial's proposal is skipped for the
-    next best candidate, also when another worker proposes it at the same moment (each
-    proposal is stored first and checked against the others' afterwards).
+    Everything the sampler needs is derived from the storage and from ``(seed, trial
+    number)``: each proposal and each stage's bounds are system attrs of the trials, and
+    each GP fit warm-starts from the hyperparameters stored on the stage's latest trial. So a
+    study resumed in another process or shared by several workers continues the same way
+    (40 trials in one process propose what 20 + 20 in two do). Running trials are
+    fantasised at the GP's posterior mean (kriging believer); a proposal within 1e-3 (of the
+    stage's range, every coordinate) of another trial's is skipped for the next best
+    candidate, also when another worker proposes it at the same moment (each proposal is
+    stored first and checked against the others' afterwards).
 
-    Stage changes: with ``B`` bridge stages there are ``B + 1`` changes; change ``i``
-    (to stage ``i + 1``) happens at the first trial whose number is at least
-    ``rollback_at[i]``, or earlier, once the stage stops paying: ``patience`` observations
-    in a row (counted from the later of the last new best and the start of the current
-    stage) brought no new best. By default (``patience="auto"``) the patience is relative to
-    the stage's size: ``max(6, 2 k)`` observations for a stage of ``k`` variables (those of
-    the Sobol design too), so coarse stages end soon after they stall and the finer ones
-    get the budget. If several workers open the same stage at once, the opening with
-    the lowest trial number is used by later trials, and a trial that finds, when it claims
-    its point, a stage opened meanwhile by a lower-numbered trial proposes again in that
-    stage. The original BOCR schedule (stagnation of 20 trials checked from trial 80 and
-    130, rollback at 100 and 150 at the latest) is :data:`~optuna_bocr.PAPER_SCHEDULE`:
-    ``BOCRSampler(..., **PAPER_SCHEDULE)``.
+    Stage changes: with ``B`` bridge stages there are ``B + 1`` changes; change ``i`` happens
+    at the first trial numbered ``rollback_at[i]`` or later, or earlier once ``patience``
+    observations in a row (since the later of the last new best and the stage's start)
+    brought no new best; ``patience="auto"`` is ``max(6, 2 k)`` for a stage of ``k``
+    variables, so coarse stages end soon after they stall. If several workers open a stage
+    at once, the opening with the lowest trial number holds, and a trial that finds one
+    opened meanwhile below it proposes again in that stage. The original BOCR schedule is
+    :data:`~optuna_bocr.PAPER_SCHEDULE`: ``BOCRSampler(..., **PAPER_SCHEDULE)``.
 
     Observations: COMPLETE trials at their value, PRUNED trials at their last intermediate
     value; FAIL trials (Optuna fails trials whose objective returns NaN) are ignored. Points
@@ -146,6 +137,10 @@ class BOCRSampler(BaseSampler):
             below 1/32 (in the stage's unit cube, before the lengthscale weighting; at most
             1.6). The default is TuRBO's 0.8; 0.2 measured within noise of it on the
             pruning benchmark (benchmarks/README.md).
+        trust_region_improvement:
+            A trial is a new best for the trust region (its successes and failures) when
+            it beats the best by more than this fraction of ``|best|``: 0.1% by default, one
+            image of a 1000-image validation split at 90% top-1.
         incumbent:
             In the trust region's stages, what the box centres on and log-EI must beat:
             ``"observed"``, the best observation; ``"mean"``, the observation with the best
@@ -160,17 +155,21 @@ class BOCRSampler(BaseSampler):
             then counted against that run's own best (TuRBO's local regions, without their
             fresh design). ``"elsewhere"`` measured 0.17 points worse at 100 trials on
             ResNet-20 (benchmarks/README.md). Needs ``trust_region`` to matter.
+        acquisition:
+            What ranks the candidates in the trust region's box: ``"log_ei"``, log expected
+            improvement maximised from Sobol points and L-BFGS-B; ``"thompson"``, one joint
+            GP posterior draw over ``100 k`` candidates (at most 2048) around the box's centre
+            (TuRBO's Thompson sampling). The first stage always uses log-EI. Needs
+            ``trust_region`` to matter.
         evaluation_key:
             ``params -> hashable``: what the objective evaluates for a point, when many
             points give one evaluation (:meth:`optuna_bocr.pruning.PruningObjective.network_key`:
-            ratios that round to the same channel counts prune to the same network). The
-            sampler then proposes no point whose key an earlier or running trial has while
-            a candidate with a new key exists, widening the trust region for a proposal
-            when none of its best candidates is new. ``None``: every point is new. Called
-            on each trial's params and on the best candidates of each proposal (memoised).
-            Measured on ResNet-20 at 5000 validation images: without it 7% of BOCR's trials
-            repeated a network; with it +0.10 points at 200 trials (benchmarks/README.md,
-            "No network twice").
+            ratios that round to the same channel counts prune to one network). No point
+            whose key an earlier or running trial has is proposed while one with a new key
+            exists (the trust region widens for a proposal whose best candidates are all
+            known). ``None``: every point is new. Called on each trial's params and on the
+            best candidates (memoised). On ResNet-20 at 5000 validation images, +0.10 points
+            at 200 trials (benchmarks/README.md, "No network twice").
         top_k:
             Number of best COMPLETE trials whose cluster values set the bounds of a new
             stage (with ``narrow_on_rollback``).
@@ -188,13 +187,12 @@ class BOCRSampler(BaseSampler):
             :class:`~optuna.samplers.RandomSampler` with ``seed``.
         check_structure:
             Before the search, test whether the features group the parameters into
-            ``n_clusters`` clusters better than chance: a permutation test of the silhouette
-            of the Ward cut against 19 data sets in which the parameters do not differ
-            (samples redrawn from the pooled median-shifted samples, or structural columns
-            permuted; fixed seed, so every process decides the same). If they do not
-            (p-value above 0.05; :attr:`structure_pvalue`), a warning is logged (naming the
-            other distance between samples, ``"eu"`` or ``"js"``, if that one passes). Not
-            tested when ``n_clusters`` is 1 or the number of parameters.
+            ``n_clusters`` clusters better than chance: the silhouette of the Ward cut
+            against 19 data sets in which the parameters do not differ (samples redrawn
+            from the pooled median-shifted samples, or structural columns permuted; fixed
+            seed). If not (p-value above 0.05; :attr:`structure_pvalue`), a warning is
+            logged, naming the other distance between samples if that one passes. Not tested
+            when ``n_clusters`` is 1 or the number of parameters.
         unstructured_fallback:
             If the structure test fails, search one variable per parameter from the first
             trial (plain GP-BO, no stages; :attr:`stage_sizes` shows it) instead of
@@ -225,8 +223,10 @@ class BOCRSampler(BaseSampler):
         observe_actual: bool = False,
         trust_region: bool = True,
         trust_region_length: float = INIT_LENGTH,
+        trust_region_improvement: float = RELATIVE_IMPROVEMENT,
         incumbent: Literal["observed", "mean"] = "observed",
         restart: Literal["incumbent", "elsewhere"] = "incumbent",
+        acquisition: Literal["log_ei", "thompson"] = "log_ei",
         evaluation_key: EvaluationKey | None = None,
         top_k: int = 10,
         n_startup_trials: int = 5,
@@ -250,8 +250,10 @@ class BOCRSampler(BaseSampler):
             observe_actual=observe_actual,
             trust_region=trust_region,
             trust_region_length=trust_region_length,
+            trust_region_improvement=trust_region_improvement,
             incumbent=incumbent,
             restart=restart,
+            acquisition=acquisition,
             evaluation_key=evaluation_key,
             top_k=top_k,
             n_startup_trials=n_startup_trials,
@@ -336,7 +338,7 @@ class BOCRSampler(BaseSampler):
         names = [n for n in self._names if n in search_space]
         if not names:
             return {}
-        retry = self._retried_proposal(trial)
+        retry = _storage.retried_proposal(trial, len(self._names))
         if retry is not None:
             values = retry
         else:
@@ -363,18 +365,6 @@ class BOCRSampler(BaseSampler):
         # (The device context costs a Python call per tensor operation, so only here.)
         with torch.device("cpu"):
             return propose(self._plan, study, trial, trials, sign)
-
-    def _retried_proposal(self, trial: FrozenTrial) -> np.ndarray | None:
-        """The failed trial's proposal, if ``trial`` is its retry (all of it, never a mix).
-
-        Optuna's :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` copies the failed
-        trial's system attrs (its stored proposal among them) and params onto the retry;
-        a fresh proposal would give the parameters the failed trial did not reach other
-        values, a point that BOCR never proposed.
-        """
-        if _storage.retried_from(trial) is None:
-            return None
-        return _storage.stored_proposal(trial, len(self._names))
 
     def sample_independent(
         self,

@@ -179,6 +179,19 @@ def retried_from(trial: FrozenTrial) -> int | None:
     return int(number) if isinstance(number, int) else None
 
 
+def retried_proposal(trial: FrozenTrial, n_params: int) -> np.ndarray | None:
+    """The failed trial's proposal, if ``trial`` is its retry (all of it, never a mix).
+
+    Optuna's :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` copies the failed
+    trial's system attrs (its stored proposal among them) and params onto the retry; a
+    fresh proposal would give the parameters the failed trial did not reach other values,
+    a point that BOCR never proposed.
+    """
+    if retried_from(trial) is None:
+        return None
+    return stored_proposal(trial, n_params)
+
+
 def layout_record(
     names: Sequence[str],
     lows: np.ndarray,

@@ -56,6 +56,23 @@ def check_length(value: object) -> float:
     return float(value)
 
 
+def check_improvement(value: object) -> float:
+    """``value`` as the relative improvement that counts as a new best, or an error.
+
+    Raises:
+        TypeError: ``value`` is not a number.
+        ValueError: ``value`` is negative or not finite.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"trust_region_improvement must be a number, got {value!r}.")
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(
+            "trust_region_improvement must be a finite number >= 0 (a fraction of the best "
+            f"value's magnitude, e.g. 1e-3), got {value!r}."
+        )
+    return float(value)
+
+
 def failure_tolerance(dim: int) -> int:
     """Trials without a new best in a row that halve the box of a ``dim``-variable stage.
 
@@ -90,6 +107,7 @@ class TrustRegion:
         dim: int,
         *,
         init_length: float = INIT_LENGTH,
+        improvement: float = RELATIVE_IMPROVEMENT,
     ) -> TrustRegion:
         """The state after the stage's observations, in trial order; restarts stay put.
 
@@ -100,11 +118,18 @@ class TrustRegion:
             dim: Number of variables of the stage.
             init_length: Side when the stage opens and after a restart (the sampler's is
                 :data:`INIT_LENGTH`; other values replay studies run with another).
+            improvement: A value is a new best when it beats the best by more than this
+                fraction of ``|best|``.
         """
         stage = np.asarray(values, dtype=float)
         before = np.array([best_before] if math.isfinite(best_before) else [])
         length, restarts, _ = _replay(
-            np.concatenate([before, stage]), len(before), dim, init_length, points=None
+            np.concatenate([before, stage]),
+            len(before),
+            dim,
+            init_length,
+            points=None,
+            improvement=improvement,
         )
         return cls(length, restarts)
 
@@ -117,6 +142,7 @@ class TrustRegion:
         dim: int,
         *,
         init_length: float = INIT_LENGTH,
+        improvement: float = RELATIVE_IMPROVEMENT,
     ) -> TrustRegion:
         """The state after the stage's observations, each restart centred elsewhere.
 
@@ -132,6 +158,7 @@ class TrustRegion:
             start: Index of the stage's first observation in ``values``.
             dim: Number of variables of the stage.
             init_length: Side when the stage opens and after a restart.
+            improvement: As in :meth:`replay`.
         """
         length, restarts, center = _replay(
             np.asarray(values, dtype=float),
@@ -139,6 +166,7 @@ class TrustRegion:
             dim,
             init_length,
             points=np.asarray(points, dtype=float).reshape(-1, dim),
+            improvement=improvement,
         )
         return cls(length, restarts, center)
 
@@ -177,7 +205,13 @@ def restart_center(values: np.ndarray, points: np.ndarray, leaving: int, radius:
 
 
 def _replay(
-    values: np.ndarray, start: int, dim: int, init_length: float, *, points: np.ndarray | None
+    values: np.ndarray,
+    start: int,
+    dim: int,
+    init_length: float,
+    *,
+    points: np.ndarray | None,
+    improvement: float,
 ) -> tuple[float, int, int | None]:
     """``(length, restarts, centre)`` after ``values[start:]``; see :class:`TrustRegion`.
 
@@ -190,7 +224,7 @@ def _replay(
     fail_tol = failure_tolerance(dim)
     for i in range(start, len(values)):
         v = float(values[i])
-        if not math.isfinite(best) or v > best + RELATIVE_IMPROVEMENT * abs(best):
+        if not math.isfinite(best) or v > best + improvement * abs(best):
             successes, failures = successes + 1, 0
         else:
             successes, failures = 0, failures + 1

@@ -42,6 +42,13 @@ def test_length_doubles_on_successes_halves_on_failures_and_restarts() -> None:
     # A success resets the failure count; improvements within 1e-3 * |best| are failures.
     assert TrustRegion.replay(10.0, [9.0] * 3 + [11.0] + [9.0] * 3, 6).length == INIT_LENGTH
     assert TrustRegion.replay(10.0, [10.005] * 4, 6).length == INIT_LENGTH / 2
+    # With improvement=0 any gain counts: three small gains in a row double the side.
+    gains = [10.005, 10.01, 10.015]
+    assert TrustRegion.replay(10.0, gains, 6, improvement=0.0).length == 2 * INIT_LENGTH
+    assert TrustRegion.replay(10.0, gains, 6).length == INIT_LENGTH
+    assert TrustRegion.replay_elsewhere(
+        [10.0, *gains], np.zeros((4, 6)), 1, 6, improvement=0.0
+    ).length == (2 * INIT_LENGTH)
     # Five halvings take the side below MIN_LENGTH: it starts again, once.
     state = TrustRegion.replay(10.0, [9.0] * (5 * 4), 6, init_length=0.8)
     assert (state.length, state.restarts) == (0.8, 1)
@@ -52,7 +59,7 @@ def test_length_doubles_on_successes_halves_on_failures_and_restarts() -> None:
     assert (state.length, state.restarts) == (0.2, 1)
 
 
-def test_the_first_side_is_checked_before_any_work() -> None:
+def test_the_box_settings_are_checked_before_any_work() -> None:
     space = {f"p{i}": FloatDistribution(0.1, 1.0) for i in range(4)}
     features = np.eye(4)
     sampler = BOCRSampler(space, features=features, n_clusters=2, trust_region_length=0.4)
@@ -66,6 +73,17 @@ def test_the_first_side_is_checked_before_any_work() -> None:
     for bad in (True, "0.2", None):
         with pytest.raises(TypeError, match="trust_region_length must be a number"):
             BOCRSampler(space, features=features, n_clusters=2, trust_region_length=bad)
+    assert (
+        BOCRSampler(
+            space, features=features, n_clusters=2, trust_region_improvement=0
+        )._plan.trust_region_improvement
+        == 0.0
+    )
+    for bad in (-1e-3, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="trust_region_improvement must be a finite number"):
+            BOCRSampler(space, features=features, n_clusters=2, trust_region_improvement=bad)
+    with pytest.raises(TypeError, match="trust_region_improvement must be a number"):
+        BOCRSampler(space, features=features, n_clusters=2, trust_region_improvement="0")
 
 
 def test_box_is_weighted_by_the_lengthscales_and_stays_in_the_cube() -> None:
@@ -96,8 +114,13 @@ def test_log_ei_is_optimised_inside_the_box() -> None:
     assert values[0] >= grid_values.max() - 1e-6
 
 
-@pytest.mark.parametrize("incumbent", ["observed", "mean"])
-def test_the_sampler_proposes_inside_the_replayed_box(tmp_path: Path, incumbent: str) -> None:
+@pytest.mark.parametrize(
+    ("incumbent", "acquisition"),
+    [("observed", "log_ei"), ("mean", "log_ei"), ("observed", "thompson")],
+)
+def test_the_sampler_proposes_inside_the_replayed_box(
+    tmp_path: Path, incumbent: str, acquisition: str
+) -> None:
     names = [f"p{i}" for i in range(6)]
     space = {n: FloatDistribution(0.1, 1.0) for n in names}
     target = np.array([0.3, 0.35, 0.4, 0.8, 0.85, 0.9])
@@ -110,6 +133,7 @@ def test_the_sampler_proposes_inside_the_replayed_box(tmp_path: Path, incumbent:
         n_startup_trials=4,
         trust_region=True,
         incumbent=incumbent,  # type: ignore[arg-type]
+        acquisition=acquisition,  # type: ignore[arg-type]
         seed=0,
     )
     study = optuna.create_study(
