@@ -41,8 +41,8 @@ from benchmarks._pruning_setup import method_and_seed
 from optuna_bocr.keys import STAGE_KEY
 from optuna_bocr.sampler._gp import Hyperparameters
 from optuna_bocr.sampler._storage import gp_fit
+from optuna_bocr.sampler._trust_region import EARLIER_IMPROVEMENT
 from optuna_bocr.sampler._trust_region import INIT_LENGTH
-from optuna_bocr.sampler._trust_region import RELATIVE_IMPROVEMENT
 from optuna_bocr.sampler._trust_region import TrustRegion
 
 
@@ -51,6 +51,7 @@ def box_yield(
     methods: list[str],
     *,
     init_length: float,
+    improvement: float = EARLIER_IMPROVEMENT,
     n_trials: int | None = None,
 ) -> dict[str, Any]:
     """Trials, median distance below the best and new bests, per side of the box.
@@ -59,6 +60,8 @@ def box_yield(
         storage: The benchmark's storage.
         methods: BOCR methods whose studies to read.
         init_length: First side of the box the studies ran with.
+        improvement: Relative gain that counted as a new best in them (the sampler's
+            ``trust_region_improvement``; 1e-3 for the studies run before 2026-12-05).
         n_trials: Read each study as it stood after this many trials (``None``: all).
 
     Raises:
@@ -91,11 +94,17 @@ def box_yield(
         start = stages.index(last)
         best_before = max(values[:start]) if start else -math.inf
         for i in range(start, len(done)):
-            state = TrustRegion.replay(best_before, values[start:i], dim, init_length=init_length)
+            state = TrustRegion.replay(
+                best_before,
+                values[start:i],
+                dim,
+                init_length=init_length,
+                improvement=improvement,
+            )
             side = round(state.length, 6)
             best = max(values[:i]) if i else -math.inf
             below[side].append(values[i] - best)
-            new_best[side] += int(values[i] > best + RELATIVE_IMPROVEMENT * abs(best))
+            new_best[side] += int(values[i] > best + improvement * abs(best))
             fit = gp_fit(done[i])
             if fit is not None:
                 # The sampler standardises the values it observed; its noise is in those units.
@@ -144,6 +153,13 @@ def main(argv: list[str] | None = None) -> None:
         help=f"first side of the box the studies ran with (default {INIT_LENGTH})",
     )
     p.add_argument(
+        "--improvement",
+        type=float,
+        default=EARLIER_IMPROVEMENT,
+        help="relative gain that counted as a new best in the studies "
+        f"(default {EARLIER_IMPROVEMENT}, that of the studies before 2026-12-05)",
+    )
+    p.add_argument(
         "--n-trials", type=int, default=None, help="read each study's first N trials only"
     )
     p.add_argument("--out", default=None, help="also write the result here (JSON)")
@@ -155,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--methods must name BOCR methods, e.g. bocr-trust")
     if not 0.0 < args.init_length <= 2.0:
         p.error(f"--init-length must be in (0, 2], got {args.init_length}")
+    if not 0.0 <= args.improvement < 1.0:
+        p.error(f"--improvement must be in [0, 1), got {args.improvement}")
     if args.n_trials is not None and args.n_trials < 1:
         p.error(f"--n-trials must be at least 1, got {args.n_trials}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -163,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             get_storage(args.storage),
             methods,
             init_length=args.init_length,
+            improvement=args.improvement,
             n_trials=args.n_trials,
         )
     except ValueError as e:

@@ -138,29 +138,26 @@ class BOCRSampler(BaseSampler):
             1.6). The default is TuRBO's 0.8; 0.2 measured within noise of it on the
             pruning benchmark (benchmarks/README.md).
         trust_region_improvement:
-            A trial is a new best for the trust region (its successes and failures) when
-            it beats the best by more than this fraction of ``|best|``: 0.1% by default, one
-            image of a 1000-image validation split at 90% top-1.
+            A trial is a new best for the trust region when it beats the best by more than
+            this fraction of ``|best|``: by default any gain; 1e-3 (the earlier default)
+            measured 0.10-0.13 points lower on ResNet-20 at 5000 images (benchmarks/README.md).
         incumbent:
             In the trust region's stages, what the box centres on and log-EI must beat:
             ``"observed"``, the best observation; ``"mean"``, the observation with the best
             GP posterior mean, and that mean, which discounts a value that got lucky on a
-            finite validation split. ``"mean"`` measured within noise of the default on
-            the pruning benchmark (benchmarks/README.md). ``"mean"`` needs
-            ``trust_region``.
+            finite validation split (needs ``trust_region``; measured within noise of the
+            default, benchmarks/README.md).
         restart:
             Where the trust region's box centres when it starts again (after shrinking
             below 1/32): ``"incumbent"``, the best trial again; ``"elsewhere"``, the best
             trial outside the box of the first side around the centre it leaves, new bests
             then counted against that run's own best (TuRBO's local regions, without their
-            fresh design). ``"elsewhere"`` measured 0.17 points worse at 100 trials on
-            ResNet-20 (benchmarks/README.md). Needs ``trust_region`` to matter.
+            fresh design); measured 0.17 points worse at 100 trials on ResNet-20.
         acquisition:
-            What ranks the candidates in the trust region's box: ``"log_ei"``, log expected
-            improvement maximised from Sobol points and L-BFGS-B; ``"thompson"``, one joint
-            GP posterior draw over ``100 k`` candidates (at most 2048) around the box's centre
-            (TuRBO's Thompson sampling). The first stage always uses log-EI. Needs
-            ``trust_region`` to matter.
+            What ranks the candidates in the trust region's box: ``"log_ei"``, log-EI
+            maximised as in the first stage; ``"thompson"``, one joint posterior draw over
+            ``100 k`` candidates (at most 2048) around the box's centre (TuRBO's; measured
+            level on ResNet-20, worse on the synthetic tasks: benchmarks/README.md).
         evaluation_key:
             ``params -> hashable``: what the objective evaluates for a point, when many
             points give one evaluation (:meth:`optuna_bocr.pruning.PruningObjective.network_key`:

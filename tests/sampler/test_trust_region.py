@@ -39,16 +39,23 @@ def test_length_doubles_on_successes_halves_on_failures_and_restarts() -> None:
     assert tol == 6 and failure_tolerance(6) == 4
     assert TrustRegion.replay(10.0, [9.0] * (tol - 1), 27).length == INIT_LENGTH
     assert TrustRegion.replay(10.0, [9.0] * tol, 27).length == INIT_LENGTH / 2
-    # A success resets the failure count; improvements within 1e-3 * |best| are failures.
+    # A success resets the failure count; by default any gain is a new best.
     assert TrustRegion.replay(10.0, [9.0] * 3 + [11.0] + [9.0] * 3, 6).length == INIT_LENGTH
-    assert TrustRegion.replay(10.0, [10.005] * 4, 6).length == INIT_LENGTH / 2
-    # With improvement=0 any gain counts: three small gains in a row double the side.
     gains = [10.005, 10.01, 10.015]
-    assert TrustRegion.replay(10.0, gains, 6, improvement=0.0).length == 2 * INIT_LENGTH
-    assert TrustRegion.replay(10.0, gains, 6).length == INIT_LENGTH
-    assert TrustRegion.replay_elsewhere(
-        [10.0, *gains], np.zeros((4, 6)), 1, 6, improvement=0.0
-    ).length == (2 * INIT_LENGTH)
+    assert TrustRegion.replay(10.0, gains, 6).length == 2 * INIT_LENGTH
+    assert TrustRegion.replay(10.0, [10.0] * 4, 6).length == INIT_LENGTH / 2  # ties fail
+    # With improvement=1e-3 (the earlier default) gains within 0.1% of |best| are failures.
+    assert TrustRegion.replay(10.0, [10.005] * 4, 6, improvement=1e-3).length == INIT_LENGTH / 2
+    assert TrustRegion.replay(10.0, gains, 6, improvement=1e-3).length == INIT_LENGTH
+    assert (
+        TrustRegion.replay_elsewhere(
+            [10.0, *gains], np.zeros((4, 6)), 1, 6, improvement=1e-3
+        ).length
+        == INIT_LENGTH
+    )
+    assert TrustRegion.replay_elsewhere([10.0, *gains], np.zeros((4, 6)), 1, 6).length == (
+        2 * INIT_LENGTH
+    )
     # Five halvings take the side below MIN_LENGTH: it starts again, once.
     state = TrustRegion.replay(10.0, [9.0] * (5 * 4), 6, init_length=0.8)
     assert (state.length, state.restarts) == (0.8, 1)
