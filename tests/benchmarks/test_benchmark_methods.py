@@ -76,6 +76,24 @@ def test_trust_region_is_the_default(method: str, trust: bool) -> None:
     assert paper._plan.trust_region is False  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(
+    ("method", "improvement"),
+    [
+        ("bocr", 0.0),
+        ("bocr-any", 0.0),
+        ("bocr-quick", 1e-3),
+        ("bocr-ts", 1e-3),
+        ("bocr-trust", 1e-3),
+    ],
+)
+def test_only_the_any_gain_rows_count_any_gain(method: str, improvement: float) -> None:
+    # Rows committed before the default changed keep their 0.1%, so they reproduce.
+    sampler, _ = _methods.make_sampler(
+        method, seed=0, search_space=SPACE, features=FEATURES, n_trials=60, distance="st"
+    )
+    assert sampler._plan.trust_region_improvement == improvement  # type: ignore[attr-defined]
+
+
 def test_gp_priors_is_gpsampler_fitted_under_bocrs_priors() -> None:
     import torch
 
