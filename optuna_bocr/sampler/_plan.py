@@ -60,7 +60,8 @@ class Plan:
             (the best observation, as before) or ``"elsewhere"`` (the best observation
             outside the box it leaves; :meth:`TrustRegion.replay_elsewhere`).
         acquisition: What ranks the candidates in a trust region's box: ``"log_ei"``
-            (optimised) or ``"thompson"`` (one posterior draw; :mod:`._thompson`).
+            (optimised) or ``"thompson"`` (one posterior draw;
+            :mod:`~optuna_bocr.sampler._thompson`).
         evaluation_keys: What the objective evaluates alike (a point whose key a trial
             already has is not proposed while a new one is found); ``None``: every point
             is a new evaluation.
