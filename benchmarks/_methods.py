@@ -17,6 +17,8 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.samplers import BaseSampler
 
+from optuna_bocr import BOCRSampler
+from optuna_bocr import PAPER_SCHEDULE
 from optuna_bocr.sampler._trust_region import EARLIER_IMPROVEMENT
 
 BOCR_VARIANTS = (
@@ -237,8 +239,6 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
             "n_startup_trials": 10,
         }
     if method == "bocr-paper":
-        from optuna_bocr import PAPER_SCHEDULE
-
         return dict(PAPER_SCHEDULE)
     if method in ("bocr-gradual", "bocr-early"):
         first, second = s(100), max(s(150), s(100) + 1)  # stay strictly increasing
@@ -287,8 +287,6 @@ def make_sampler(
         The sampler and a JSON-serialisable dict of its settings (for the run record).
     """
     if method in BOCR_METHODS:
-        from optuna_bocr import BOCRSampler  # lazy: written concurrently
-
         kwargs: dict[str, Any] = dict(rollback_schedule(n_trials, method))
         if method not in ANY_GAIN_METHODS:  # rows made with the earlier threshold keep it
             kwargs.setdefault("trust_region_improvement", EARLIER_IMPROVEMENT)
