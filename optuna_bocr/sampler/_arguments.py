@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,22 @@ def check_count(name: str, value: Any, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
     return value
+
+
+def check_number(name: str, value: Any, *, ok: Callable[[float], bool], allowed: str) -> float:
+    """``value`` as a float, else a TypeError (not a number) or a ValueError (``not ok``).
+
+    Args:
+        name: The argument's name, for the message.
+        value: What the user passed.
+        ok: Whether a number is allowed.
+        allowed: What is allowed, in words (``"a number in [0, 1]"``), for the message.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}.")
+    if not ok(float(value)):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}.")
+    return float(value)
 
 
 def check_flags(flags: Mapping[str, Any]) -> None:

@@ -24,6 +24,8 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
+from optuna_bocr.sampler._arguments import check_number
+
 INIT_LENGTH = 0.8
 """Default side of the box (unit cube of the stage) when a stage opens, and after a restart
 (``BOCRSampler(trust_region_length=...)``)."""
@@ -50,14 +52,13 @@ def check_length(value: object) -> float:
         TypeError: ``value`` is not a number.
         ValueError: ``value`` is outside ``[MIN_LENGTH, MAX_LENGTH]``.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"trust_region_length must be a number, got {value!r}.")
-    if not MIN_LENGTH <= value <= MAX_LENGTH:
-        raise ValueError(
-            f"trust_region_length must be a number in [{MIN_LENGTH}, {MAX_LENGTH}] (the side "
-            f"of the box in the stage's unit cube), got {value!r}."
-        )
-    return float(value)
+    return check_number(
+        "trust_region_length",
+        value,
+        ok=lambda v: MIN_LENGTH <= v <= MAX_LENGTH,
+        allowed=f"a number in [{MIN_LENGTH}, {MAX_LENGTH}] (the side of the box in the "
+        "stage's unit cube)",
+    )
 
 
 def check_improvement(value: object) -> float:
@@ -67,14 +68,12 @@ def check_improvement(value: object) -> float:
         TypeError: ``value`` is not a number.
         ValueError: ``value`` is negative or not finite.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"trust_region_improvement must be a number, got {value!r}.")
-    if not (math.isfinite(value) and value >= 0.0):
-        raise ValueError(
-            "trust_region_improvement must be a finite number >= 0 (a fraction of the best "
-            f"value's magnitude, e.g. 1e-3), got {value!r}."
-        )
-    return float(value)
+    return check_number(
+        "trust_region_improvement",
+        value,
+        ok=lambda v: math.isfinite(v) and v >= 0.0,
+        allowed="a finite number >= 0 (a fraction of the best value's magnitude, e.g. 1e-3)",
+    )
 
 
 def failure_tolerance(dim: int) -> int:
