@@ -1,0 +1,111 @@
+"""Compare pruning studies kept in different journals: medians and per-seed paired differences.
+
+The pruning report reads one storage. Rows run on different machines (a GPU machine's
+journal and the CPU's) are compared here, from the same studies' best-so-far curves::
+
+    python -m benchmarks.journal_pairs \\
+        --reference benchmarks/results/pruning-resnet56-val5000-cpu/studies.log:bocr-key-any \\
+        --against benchmarks/results/pruning-val5000-cuda/studies.log:bocr-trust,cmaes,gp \\
+        --prefix pruning-resnet56-flops0.5-val5000-scale --seeds 0-3 --counts 25,50,100 \\
+        --target-seeds 0-4
+
+Study names are ``<prefix>-<method>-seed<seed>``. Printed: each method's median best value
+over the seeds the reference has to the last count, the trial at which each seed first
+reached the ``--target`` method's median at trial ``--target-at`` (over
+``--target-seeds``), and the reference minus each method paired by seed
+(:func:`benchmarks._common.paired_difference`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from benchmarks._common import best_so_far
+from benchmarks._common import first_reaching
+from benchmarks._common import paired_difference
+from benchmarks._common import parse_seeds
+
+
+def curves(path: str, prefix: str, method: str, seeds: list[int]) -> dict[int, np.ndarray]:
+    """Seed -> best-so-far curve of the complete trials of each study found in ``path``."""
+    storage = JournalStorage(JournalFileBackend(path))
+    out = {}
+    for seed in seeds:
+        try:
+            study = optuna.load_study(study_name=f"{prefix}-{method}-seed{seed}", storage=storage)
+        except KeyError:
+            continue
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        values = [t.value for t in sorted(trials, key=lambda t: t.number)]
+        if values:
+            out[seed] = best_so_far(values)
+    return out
+
+
+def _rows(spec: str) -> tuple[str, list[str]]:
+    path, _, methods = spec.rpartition(":")
+    if not path or not methods:
+        raise SystemExit(f"journal_pairs: expected JOURNAL:METHOD[,METHOD...], got {spec!r}")
+    if not os.path.isfile(path):  # a JournalFileBackend would create it
+        raise SystemExit(f"journal_pairs: {path}: no such journal file")
+    return path, methods.split(",")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reference", required=True, help="JOURNAL:METHOD")
+    p.add_argument("--against", required=True, action="append", help="JOURNAL:M1,M2 (repeat)")
+    p.add_argument("--prefix", required=True, help="study names: <prefix>-<method>-seed<s>")
+    p.add_argument("--seeds", default="0-4", help="N, 'a-b' or 'a,b,c'")
+    p.add_argument("--counts", default="25,50,100", help="trial counts to compare at")
+    p.add_argument("--target", default="gp", help="method whose final median is the target")
+    p.add_argument("--target-at", type=int, default=200, help="trial of the target's median")
+    p.add_argument("--target-seeds", default=None, help="seeds of the target (default: --seeds)")
+    args = p.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    seeds = parse_seeds(args.seeds)
+    counts = [int(c) for c in args.counts.split(",")]
+    ref_path, ref_methods = _rows(args.reference)
+    table = {ref_methods[0]: curves(ref_path, args.prefix, ref_methods[0], seeds)}
+    for spec in args.against:
+        path, methods = _rows(spec)
+        table.update({m: curves(path, args.prefix, m, seeds) for m in methods})
+    ref = table[ref_methods[0]]
+    shared = [s for s in seeds if s in ref and len(ref[s]) >= counts[-1]]
+    if not shared:
+        raise SystemExit(f"journal_pairs: no seed of {ref_methods[0]} has {counts[-1]} trials")
+    goal = {}
+    for spec in [args.reference, *args.against]:
+        path, methods = _rows(spec)
+        if args.target in methods:
+            goal = curves(
+                path, args.prefix, args.target, parse_seeds(args.target_seeds or args.seeds)
+            )
+    finals = [c[args.target_at - 1] for c in goal.values() if len(c) >= args.target_at]
+    target = float(np.median(finals)) if finals else None
+    print(f"seeds {shared}; {args.target}'s median at trial {args.target_at}: {target}")
+    for method, c in table.items():
+        medians = [f"@{n} {np.median([c[s][n - 1] for s in shared]):.2f}" for n in counts]
+        reach = [first_reaching(c[s], target) if target is not None else None for s in shared]
+        print(f"{method:16s} median {' '.join(medians)} | first reaching the target: {reach}")
+    for method in table:
+        if method == ref_methods[0]:
+            continue
+        cells = []
+        for n in counts:
+            other = {s: table[method][s] for s in shared if s in table[method]}
+            d = paired_difference(ref, other, n)
+            if d is not None:
+                cells.append(f"@{n} {d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] ({d[3]}/{d[4]})")
+        print(f"{ref_methods[0]} minus {method}: " + "; ".join(cells))
+
+
+if __name__ == "__main__":
+    main()

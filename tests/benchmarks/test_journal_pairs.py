@@ -1,0 +1,53 @@
+"""Comparing studies kept in two journal files (``benchmarks/journal_pairs.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+import pytest
+
+from benchmarks import journal_pairs
+
+PREFIX = "pruning-net-flops0.5-val5000-scale"
+
+
+def _write(path: Path, method: str, runs: dict[int, list[float]]) -> None:
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    for seed, values in runs.items():
+        study = optuna.create_study(
+            study_name=f"{PREFIX}-{method}-seed{seed}", storage=storage, direction="maximize"
+        )
+        for v in values:
+            study.add_trial(optuna.trial.create_trial(value=v))
+
+
+def test_medians_paired_differences_and_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cpu, gpu = tmp_path / "cpu.log", tmp_path / "gpu.log"
+    _write(cpu, "bocr", {0: [1.0, 3.0, 3.0], 1: [2.0, 2.0, 5.0]})
+    _write(gpu, "gp", {0: [1.0, 1.0, 2.0, 4.0], 1: [0.0, 1.0, 1.0, 1.0], 2: [9.0] * 4})
+    journal_pairs.main(
+        [
+            "--reference", f"{cpu}:bocr", "--against", f"{gpu}:gp", "--prefix", PREFIX,
+            "--seeds", "0-1", "--counts", "2,3", "--target-at", "4", "--target-seeds", "0-2",
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    # gp's trial-4 median over seeds 0-2 is 4.0; bocr reaches it on seed 1 at trial 3
+    assert "gp's median at trial 4: 4.0" in out
+    assert "bocr             median @2 2.50 @3 4.00 | first reaching the target: [None, 3]" in out
+    # at 2 trials: 3-1 and 2-1 -> +1.50; at 3 trials: 3-2 and 5-1 -> +2.50, both seeds ahead
+    assert "bocr minus gp: @2 +1.50" in out
+    assert "@3 +2.50" in out and "(2/2)" in out
+
+
+def test_refuses_a_missing_journal_without_creating_it(tmp_path: Path) -> None:
+    missing = tmp_path / "none.log"
+    with pytest.raises(SystemExit, match="no such journal file"):
+        journal_pairs.main(["--reference", f"{missing}:bocr", "--against", f"{missing}:gp",
+                            "--prefix", PREFIX])  # fmt: skip
+    assert not missing.exists()
