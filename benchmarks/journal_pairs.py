@@ -10,7 +10,8 @@ journal and the CPU's) are compared here, from the same studies' best-so-far cur
         --target-seeds 0-4
 
 Study names are ``<prefix>-<method>-seed<seed>``. Printed: each method's median best value
-over the seeds the reference has to the last count, the trial at which each seed first
+over the seeds the reference has to the last count (a method that lacks some of them: over
+those it has, saying how many), the trial at which each seed first
 reached the ``--target`` method's median at trial ``--target-at`` (over
 ``--target-seeds``), and the reference minus each method paired by seed
 (:func:`benchmarks._common.paired_difference`).
@@ -58,6 +59,15 @@ def _rows(spec: str) -> tuple[str, list[str]]:
     return path, methods.split(",")
 
 
+def _median(curves: dict[int, np.ndarray], seeds: list[int], n: int) -> str:
+    """``@n <median>`` over the seeds with ``n`` trials; says how many when some lack them."""
+    have = [curves[s][n - 1] for s in seeds if s in curves and len(curves[s]) >= n]
+    if not have:
+        return f"@{n} -"
+    note = "" if len(have) == len(seeds) else f" ({len(have)} of {len(seeds)} seeds)"
+    return f"@{n} {np.median(have):.2f}{note}"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reference", required=True, help="JOURNAL:METHOD")
@@ -92,8 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     target = float(np.median(finals)) if finals else None
     print(f"seeds {shared}; {args.target}'s median at trial {args.target_at}: {target}")
     for method, c in table.items():
-        medians = [f"@{n} {np.median([c[s][n - 1] for s in shared]):.2f}" for n in counts]
-        reach = [first_reaching(c[s], target) if target is not None else None for s in shared]
+        medians = [_median(c, shared, n) for n in counts]
+        reach = [
+            first_reaching(c[s], target) if target is not None and s in c else None for s in shared
+        ]
         print(f"{method:16s} median {' '.join(medians)} | first reaching the target: {reach}")
     for method in table:
         if method == ref_methods[0]:
@@ -104,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             d = paired_difference(ref, other, n)
             if d is not None:
                 cells.append(f"@{n} {d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] ({d[3]}/{d[4]})")
-        print(f"{ref_methods[0]} minus {method}: " + "; ".join(cells))
+        print(f"{ref_methods[0]} minus {method}: " + ("; ".join(cells) or "no shared seed"))
 
 
 if __name__ == "__main__":

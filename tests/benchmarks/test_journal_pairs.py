@@ -45,6 +45,27 @@ def test_medians_paired_differences_and_target(
     assert "@3 +2.50" in out and "(2/2)" in out
 
 
+def test_a_method_short_of_seeds_is_reported_over_those_it_has(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cpu, gpu = tmp_path / "cpu.log", tmp_path / "gpu.log"
+    _write(cpu, "bocr", {0: [1.0, 3.0], 1: [2.0, 5.0]})
+    _write(gpu, "gp", {0: [1.0, 2.0], 1: [4.0]})  # seed 1 has one trial only
+    journal_pairs.main(
+        [
+            "--reference", f"{cpu}:bocr", "--against", f"{gpu}:gp,tpe", "--prefix", PREFIX,
+            "--seeds", "0-1", "--counts", "1,2", "--target-at", "2",
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "gp's median at trial 2: 2.0" in out
+    assert "gp               median @1 2.50 @2 2.00 (1 of 2 seeds)" in out
+    assert "tpe              median @1 - @2 - | first reaching the target: [None, None]" in out
+    # at 1 trial: 1-1 and 2-4 -> -1.00; at 2 trials only seed 0 pairs: 3-2
+    assert "bocr minus gp: @1 -1.00 [-2.00, +0.00] (0/2); @2 +1.00 [+1.00, +1.00] (1/1)" in out
+    assert "bocr minus tpe: no shared seed" in out
+
+
 def test_refuses_a_missing_journal_without_creating_it(tmp_path: Path) -> None:
     missing = tmp_path / "none.log"
     with pytest.raises(SystemExit, match="no such journal file"):
