@@ -14,13 +14,14 @@ over the seeds the reference has to the last count (a method that lacks some of 
 those it has, saying how many), the trial at which each seed first
 reached the ``--target`` method's median at trial ``--target-at`` (over
 ``--target-seeds``), and the reference minus each method paired by seed
-(:func:`benchmarks._common.paired_difference`).
+(:func:`benchmarks._common.paired_difference`). ``--plot`` draws the median curves.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -32,6 +33,8 @@ from benchmarks._common import best_so_far
 from benchmarks._common import first_reaching
 from benchmarks._common import paired_difference
 from benchmarks._common import parse_seeds
+from benchmarks._common import plot_curves
+from benchmarks._methods import METHOD_LABELS
 
 
 def curves(path: str, prefix: str, method: str, seeds: list[int]) -> dict[int, np.ndarray]:
@@ -78,15 +81,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--target", default="gp", help="method whose final median is the target")
     p.add_argument("--target-at", type=int, default=200, help="trial of the target's median")
     p.add_argument("--target-seeds", default=None, help="seeds of the target (default: --seeds)")
+    p.add_argument("--plot", default=None, help="also draw the median curves to this PNG file")
     args = p.parse_args(argv)
+    if args.plot is not None and not args.plot.endswith(".png"):
+        raise SystemExit(f"journal_pairs: --plot writes a PNG file; got {args.plot!r}")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     seeds = parse_seeds(args.seeds)
     counts = [int(c) for c in args.counts.split(",")]
     ref_path, ref_methods = _rows(args.reference)
     table = {ref_methods[0]: curves(ref_path, args.prefix, ref_methods[0], seeds)}
+    where = {ref_methods[0]: Path(ref_path).parent.name}
     for spec in args.against:
         path, methods = _rows(spec)
         table.update({m: curves(path, args.prefix, m, seeds) for m in methods})
+        where.update({m: Path(path).parent.name for m in methods})
     ref = table[ref_methods[0]]
     shared = [s for s in seeds if s in ref and len(ref[s]) >= counts[-1]]
     if not shared:
@@ -117,6 +125,29 @@ def main(argv: list[str] | None = None) -> None:
             if d is not None:
                 cells.append(f"@{n} {d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] ({d[3]}/{d[4]})")
         print(f"{ref_methods[0]} minus {method}: " + ("; ".join(cells) or "no shared seed"))
+    if args.plot is not None:
+        _plot(table, shared, counts[-1], where, Path(args.plot), args.prefix)
+
+
+def _plot(
+    table: dict[str, dict[int, np.ndarray]],
+    seeds: list[int],
+    n: int,
+    where: dict[str, str],
+    path: Path,
+    title: str,
+) -> None:
+    """Median and quartiles of the first ``n`` trials over the seeds each method has."""
+    drawn = {
+        m: np.stack([c[s][:n] for s in seeds if s in c and len(c[s]) >= n])
+        for m, c in table.items()
+        if any(s in c and len(c[s]) >= n for s in seeds)
+    }
+    labels = {m: f"{METHOD_LABELS.get(m, m)}, {where[m]}" for m in drawn}
+    plot_curves(
+        {title: drawn}, path, ylabel="best validation top-1 (%)", zoom_from=10, labels=labels
+    )
+    print(f"written: {path}")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,20 @@ def test_a_method_short_of_seeds_is_reported_over_those_it_has(
     assert "bocr minus tpe: no shared seed" in out
 
 
+def test_plot_draws_the_curves_and_refuses_other_files_first(tmp_path: Path) -> None:
+    cpu, gpu = tmp_path / "cpu.log", tmp_path / "gpu.log"
+    _write(cpu, "bocr", {0: [1.0, 3.0, 3.0], 1: [2.0, 2.0, 5.0]})
+    _write(gpu, "gp", {0: [1.0, 1.0, 2.0], 1: [0.0, 1.0, 1.0]})
+    common = ["--reference", f"{cpu}:bocr", "--against", f"{gpu}:gp", "--prefix", PREFIX,
+              "--seeds", "0-1", "--counts", "3", "--target-at", "3"]  # fmt: skip
+    with pytest.raises(SystemExit, match="--plot writes a PNG file"):
+        journal_pairs.main([*common, "--plot", str(tmp_path / "curves.pdf")])
+    assert not (tmp_path / "curves.pdf").exists()
+    png = tmp_path / "out" / "curves.png"
+    journal_pairs.main([*common, "--plot", str(png)])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_refuses_a_missing_journal_without_creating_it(tmp_path: Path) -> None:
     missing = tmp_path / "none.log"
     with pytest.raises(SystemExit, match="no such journal file"):
