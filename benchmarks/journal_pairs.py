@@ -62,9 +62,14 @@ def _rows(spec: str) -> tuple[str, list[str]]:
     return path, methods.split(",")
 
 
+def _reaching(curves: dict[int, np.ndarray], seeds: list[int], n: int) -> list[np.ndarray]:
+    """The first ``n`` trials of each of ``seeds`` that has ``n`` trials."""
+    return [curves[s][:n] for s in seeds if s in curves and len(curves[s]) >= n]
+
+
 def _median(curves: dict[int, np.ndarray], seeds: list[int], n: int) -> str:
     """``@n <median>`` over the seeds with ``n`` trials; says how many when some lack them."""
-    have = [curves[s][n - 1] for s in seeds if s in curves and len(curves[s]) >= n]
+    have = [c[-1] for c in _reaching(curves, seeds, n)]
     if not have:
         return f"@{n} -"
     note = "" if len(have) == len(seeds) else f" ({len(have)} of {len(seeds)} seeds)"
@@ -89,23 +94,23 @@ def main(argv: list[str] | None = None) -> None:
     seeds = parse_seeds(args.seeds)
     counts = [int(c) for c in args.counts.split(",")]
     ref_path, ref_methods = _rows(args.reference)
-    table = {ref_methods[0]: curves(ref_path, args.prefix, ref_methods[0], seeds)}
-    where = {ref_methods[0]: Path(ref_path).parent.name}
+    source = {ref_methods[0]: ref_path}  # method -> its journal
     for spec in args.against:
         path, methods = _rows(spec)
-        table.update({m: curves(path, args.prefix, m, seeds) for m in methods})
-        where.update({m: Path(path).parent.name for m in methods})
+        source.update(dict.fromkeys(methods, path))
+    table = {m: curves(path, args.prefix, m, seeds) for m, path in source.items()}
     ref = table[ref_methods[0]]
     shared = [s for s in seeds if s in ref and len(ref[s]) >= counts[-1]]
     if not shared:
         raise SystemExit(f"journal_pairs: no seed of {ref_methods[0]} has {counts[-1]} trials")
     goal = {}
-    for spec in [args.reference, *args.against]:
-        path, methods = _rows(spec)
-        if args.target in methods:
-            goal = curves(
-                path, args.prefix, args.target, parse_seeds(args.target_seeds or args.seeds)
-            )
+    if args.target in source:
+        target_seeds = parse_seeds(args.target_seeds or args.seeds)
+        goal = (
+            table[args.target]
+            if target_seeds == seeds
+            else curves(source[args.target], args.prefix, args.target, target_seeds)
+        )
     finals = [c[args.target_at - 1] for c in goal.values() if len(c) >= args.target_at]
     target = float(np.median(finals)) if finals else None
     print(f"seeds {shared}; {args.target}'s median at trial {args.target_at}: {target}")
@@ -126,24 +131,20 @@ def main(argv: list[str] | None = None) -> None:
                 cells.append(f"@{n} {d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] ({d[3]}/{d[4]})")
         print(f"{ref_methods[0]} minus {method}: " + ("; ".join(cells) or "no shared seed"))
     if args.plot is not None:
-        _plot(table, shared, counts[-1], where, Path(args.plot), args.prefix)
+        _plot(table, shared, counts[-1], source, Path(args.plot), args.prefix)
 
 
 def _plot(
     table: dict[str, dict[int, np.ndarray]],
     seeds: list[int],
     n: int,
-    where: dict[str, str],
+    source: dict[str, str],
     path: Path,
     title: str,
 ) -> None:
     """Median and quartiles of the first ``n`` trials over the seeds each method has."""
-    drawn = {
-        m: np.stack([c[s][:n] for s in seeds if s in c and len(c[s]) >= n])
-        for m, c in table.items()
-        if any(s in c and len(c[s]) >= n for s in seeds)
-    }
-    labels = {m: f"{METHOD_LABELS.get(m, m)}, {where[m]}" for m in drawn}
+    drawn = {m: np.stack(runs) for m, c in table.items() if (runs := _reaching(c, seeds, n))}
+    labels = {m: f"{METHOD_LABELS.get(m, m)}, {Path(source[m]).parent.name}" for m in drawn}
     plot_curves(
         {title: drawn}, path, ylabel="best validation top-1 (%)", zoom_from=10, labels=labels
     )
