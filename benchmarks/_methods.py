@@ -38,11 +38,13 @@ BOCR_VARIANTS = (
     "bocr-key-actual",
     "bocr-key-ts",
     "bocr-key-any",
+    "bocr-key-half",
     "bocr-s5",
     "bocr-quick",
     "bocr-away",
     "bocr-ts",
     "bocr-any",
+    "bocr-half",
     "bocr-mean",
     "bocr-flat",
     "bocr-random",
@@ -87,7 +89,9 @@ without the key; ``bocr-ts`` and ``bocr-key-ts`` are the defaults (without and w
 key) whose trust region ranks its candidates by Thompson sampling
 (``acquisition="thompson"``); ``bocr-any`` and ``bocr-key-any`` are the defaults (without and
 with the key) whose trust region counts any gain as a new best
-(``trust_region_improvement=0``); ``bocr-mean`` is
+(``trust_region_improvement=0``); ``bocr-half`` and ``bocr-key-half`` are those two whose
+trust region starts again at half its first side (``trust_region_restart_length=0.4``);
+``bocr-mean`` is
 ``bocr-trust`` whose box centres on, and whose log-EI must beat, the best GP posterior mean of
 the observations (``incumbent="mean"``); ``bocr-probe`` is ``bocr-trust`` whose first trial is
 where the sensitivity probe's additive model puts the best network (pruning benchmark only;
@@ -118,9 +122,10 @@ KEYED_METHODS = (
     "bocr-key-actual",
     "bocr-key-ts",
     "bocr-key-any",
+    "bocr-key-half",
 )
 """BOCR variants that propose no network twice (they need the objective's network key)."""
-ANY_GAIN_METHODS = ("bocr", "bocr-any", "bocr-key-any")
+ANY_GAIN_METHODS = ("bocr", "bocr-any", "bocr-key-any", "bocr-half", "bocr-key-half")
 """BOCR methods whose trust region counts any gain as a new best (the sampler's default since
 2026-12-05); every other BOCR method keeps the earlier 0.1% (``trust_region_improvement=1e-3``),
 so that its committed rows reproduce (``bocr`` is the defaults of the day)."""
@@ -149,6 +154,8 @@ METHOD_LABELS = {
     "bocr-key-ts": "BOCR, no network twice, Thompson sampling",
     "bocr-any": "BOCR defaults, any gain a new best",
     "bocr-key-any": "BOCR, no network twice, any gain a new best",
+    "bocr-half": "BOCR defaults, restarts at half the first side",
+    "bocr-key-half": "BOCR, no network twice, restarts at half the first side",
     "bocr-mean": "BOCR, trust region at the best mean",
     "bocr-flat": "BOCR's GP, one variable per parameter",
     "bocr-random": "BOCR defaults, random clusters",
@@ -219,6 +226,8 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {"acquisition": "thompson"}
     if method in ("bocr-any", "bocr-key-any"):
         return {"trust_region_improvement": 0.0}
+    if method in ("bocr-half", "bocr-key-half"):
+        return {"trust_region_improvement": 0.0, "trust_region_restart_length": 0.4}
     if method in ("bocr-small", "bocr-key-small"):
         return {"trust_region": True, "trust_region_length": 0.2}
     if method == "bocr-mean":

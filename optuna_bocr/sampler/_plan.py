@@ -49,8 +49,10 @@ class Plan:
             the trials' params.
         trust_region: Whether the stages after the first confine the acquisition to a
             trust region around the incumbent (:mod:`~optuna_bocr.sampler._trust_region`).
-        trust_region_length: Side of the trust region's box when a stage opens and after a
-            restart (unit cube of the stage, before the lengthscale weighting).
+        trust_region_length: Side of the trust region's box when a stage opens (unit cube
+            of the stage, before the lengthscale weighting).
+        trust_region_restart_length: Its side when it starts again after shrinking;
+            ``None``: ``trust_region_length``.
         trust_region_improvement: A value is a new best for the trust region when it beats
             the best by more than this fraction of ``|best|``.
         incumbent: In the trust region's stages, what the box centres on and log-EI must
@@ -77,6 +79,7 @@ class Plan:
     observe_actual: bool = False
     trust_region: bool = False
     trust_region_length: float = INIT_LENGTH
+    trust_region_restart_length: float | None = None
     trust_region_improvement: float = RELATIVE_IMPROVEMENT
     incumbent: Literal["observed", "mean"] = "observed"
     restart: Literal["incumbent", "elsewhere"] = "incumbent"
@@ -98,6 +101,7 @@ def make_plan(
     observe_actual: bool,
     trust_region: bool,
     trust_region_length: float,
+    trust_region_restart_length: float | None,
     trust_region_improvement: float,
     incumbent: Literal["observed", "mean"],
     restart: Literal["incumbent", "elsewhere"],
@@ -138,6 +142,10 @@ def make_plan(
         }
     )
     trust_region_length = check_length(trust_region_length)
+    if trust_region_restart_length is not None:
+        trust_region_restart_length = check_length(
+            trust_region_restart_length, "trust_region_restart_length"
+        )
     trust_region_improvement = check_improvement(trust_region_improvement)
     evaluation_key = check_evaluation_key(evaluation_key)
     check_incumbent(incumbent, trust_region=trust_region)
@@ -174,6 +182,7 @@ def make_plan(
         observe_actual=observe_actual,
         trust_region=trust_region,
         trust_region_length=trust_region_length,
+        trust_region_restart_length=trust_region_restart_length,
         trust_region_improvement=trust_region_improvement,
         incumbent=incumbent,
         restart=restart,

@@ -206,6 +206,7 @@ def _trust_region(
             points.shape[1],
             init_length=plan.trust_region_length,
             improvement=plan.trust_region_improvement,
+            restart_length=plan.trust_region_restart_length,
         )
     before = history.obs_values[:first]
     return TrustRegion.replay(
@@ -214,6 +215,7 @@ def _trust_region(
         points.shape[1],
         init_length=plan.trust_region_length,
         improvement=plan.trust_region_improvement,
+        restart_length=plan.trust_region_restart_length,
     )
 
 

@@ -133,10 +133,12 @@ class BOCRSampler(BaseSampler):
             ``max(4, ceil(k / 5))`` trials without one (``k`` variables). ``False``: the
             stage's whole bounds, as the original BOCR (measured: benchmarks/README.md).
         trust_region_length:
-            Side of that box when a stage opens, and when it starts again after shrinking
-            below 1/32 (in the stage's unit cube, before the lengthscale weighting; at most
-            1.6). The default is TuRBO's 0.8; 0.2 measured within noise of it on the
-            pruning benchmark (benchmarks/README.md).
+            Side of that box when a stage opens (in the stage's unit cube, before the
+            lengthscale weighting; at most 1.6). The default is TuRBO's 0.8; 0.2 measured
+            within noise of it on the pruning benchmark (benchmarks/README.md).
+        trust_region_restart_length:
+            Side of the box when it starts again after shrinking below 1/32; ``None``
+            (default): ``trust_region_length``.
         trust_region_improvement:
             A trial is a new best for the trust region when it beats the best by more than
             this fraction of ``|best|``: by default any gain; 1e-3 (the earlier default)
@@ -220,6 +222,7 @@ class BOCRSampler(BaseSampler):
         observe_actual: bool = False,
         trust_region: bool = True,
         trust_region_length: float = INIT_LENGTH,
+        trust_region_restart_length: float | None = None,
         trust_region_improvement: float = RELATIVE_IMPROVEMENT,
         incumbent: Literal["observed", "mean"] = "observed",
         restart: Literal["incumbent", "elsewhere"] = "incumbent",
@@ -247,6 +250,7 @@ class BOCRSampler(BaseSampler):
             observe_actual=observe_actual,
             trust_region=trust_region,
             trust_region_length=trust_region_length,
+            trust_region_restart_length=trust_region_restart_length,
             trust_region_improvement=trust_region_improvement,
             incumbent=incumbent,
             restart=restart,

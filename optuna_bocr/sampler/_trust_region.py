@@ -5,9 +5,10 @@ observation, or the one of best GP posterior mean (``BOCRSampler(incumbent=...)`
 Eriksson et al., "Scalable Global Optimization via Local Bayesian Optimization", NeurIPS
 2019). The box doubles after a run of new bests and halves after a
 run of trials without one; once it is smaller than :data:`MIN_LENGTH` it starts again at
-its first side (:data:`INIT_LENGTH` unless the sampler was given another), around the same
-centre or, with ``BOCRSampler(restart="elsewhere")``, around the best observation away from
-it (:meth:`TrustRegion.replay_elsewhere`). Its side along
+its restart side (its first side unless the sampler was given
+``trust_region_restart_length``), around the same centre or, with
+``BOCRSampler(restart="elsewhere")``, around the best observation away from it
+(:meth:`TrustRegion.replay_elsewhere`). Its side along
 each variable is proportional to the GP's lengthscale of that variable (divided by their
 geometric mean), so the box is long where the function changes slowly.
 
@@ -32,7 +33,7 @@ INIT_LENGTH = 0.8
 MAX_LENGTH = 1.6
 """Largest side: the box never grows beyond this."""
 MIN_LENGTH = 0.5**5
-"""Below this side the box starts again at :data:`INIT_LENGTH`."""
+"""Below this side the box starts again (at its restart side)."""
 SUCCESS_TOLERANCE = 3
 """New bests in a row that double the side."""
 FAILURE_PER_VARIABLE = 5
@@ -45,15 +46,19 @@ EARLIER_IMPROVEMENT = 1e-3
 top-1); the benchmark's rows made before then replay with it."""
 
 
-def check_length(value: object) -> float:
-    """``value`` as a first side of the box, or an error saying what is allowed.
+def check_length(value: object, name: str = "trust_region_length") -> float:
+    """``value`` as a side of the box, or an error saying what is allowed.
+
+    Args:
+        value: The side given.
+        name: The argument's name, for the message.
 
     Raises:
         TypeError: ``value`` is not a number.
         ValueError: ``value`` is outside ``[MIN_LENGTH, MAX_LENGTH]``.
     """
     return check_number(
-        "trust_region_length",
+        name,
         value,
         ok=lambda v: MIN_LENGTH <= v <= MAX_LENGTH,
         allowed=f"a number in [{MIN_LENGTH}, {MAX_LENGTH}] (the side of the box in the "
@@ -111,6 +116,7 @@ class TrustRegion:
         *,
         init_length: float = INIT_LENGTH,
         improvement: float = RELATIVE_IMPROVEMENT,
+        restart_length: float | None = None,
     ) -> TrustRegion:
         """The state after the stage's observations, in trial order; restarts stay put.
 
@@ -119,10 +125,11 @@ class TrustRegion:
                 opened; ``-inf`` if none.
             values: Oriented values of the stage's observations, in trial-number order.
             dim: Number of variables of the stage.
-            init_length: Side when the stage opens and after a restart (the sampler's is
-                :data:`INIT_LENGTH`; other values replay studies run with another).
+            init_length: Side when the stage opens (the sampler's is :data:`INIT_LENGTH`;
+                other values replay studies run with another).
             improvement: A value is a new best when it beats the best by more than this
                 fraction of ``|best|``.
+            restart_length: Side after a restart; ``None``: ``init_length``.
         """
         stage = np.asarray(values, dtype=float)
         before = np.array([best_before] if math.isfinite(best_before) else [])
@@ -133,6 +140,7 @@ class TrustRegion:
             init_length,
             points=None,
             improvement=improvement,
+            restart_length=restart_length,
         )
         return cls(length, restarts)
 
@@ -146,6 +154,7 @@ class TrustRegion:
         *,
         init_length: float = INIT_LENGTH,
         improvement: float = RELATIVE_IMPROVEMENT,
+        restart_length: float | None = None,
     ) -> TrustRegion:
         """The state after the stage's observations, each restart centred elsewhere.
 
@@ -160,8 +169,9 @@ class TrustRegion:
             points: ``(n, dim)`` the observations in the stage's unit cube.
             start: Index of the stage's first observation in ``values``.
             dim: Number of variables of the stage.
-            init_length: Side when the stage opens and after a restart.
+            init_length: Side when the stage opens; it also sets what counts as away.
             improvement: As in :meth:`replay`.
+            restart_length: As in :meth:`replay`.
         """
         length, restarts, center = _replay(
             np.asarray(values, dtype=float),
@@ -170,6 +180,7 @@ class TrustRegion:
             init_length,
             points=np.asarray(points, dtype=float).reshape(-1, dim),
             improvement=improvement,
+            restart_length=restart_length,
         )
         return cls(length, restarts, center)
 
@@ -215,6 +226,7 @@ def _replay(
     *,
     points: np.ndarray | None,
     improvement: float,
+    restart_length: float | None,
 ) -> tuple[float, int, int | None]:
     """``(length, restarts, centre)`` after ``values[start:]``; see :class:`TrustRegion`.
 
@@ -238,7 +250,8 @@ def _replay(
         elif failures >= fail_tol:
             length, failures = length / 2.0, 0
             if length < MIN_LENGTH:
-                length, restarts = init_length, restarts + 1
+                length = init_length if restart_length is None else restart_length
+                restarts += 1
                 if points is not None:
                     center = restart_center(
                         values[: i + 1], points[: i + 1], center, 0.5 * init_length

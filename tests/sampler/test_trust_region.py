@@ -64,6 +64,16 @@ def test_length_doubles_on_successes_halves_on_failures_and_restarts() -> None:
     assert (state.length, state.restarts) == (0.05, 0)
     state = TrustRegion.replay(10.0, [9.0] * (3 * 4), 6, init_length=0.2)
     assert (state.length, state.restarts) == (0.2, 1)
+    # A restart side of its own: the box opens at 0.8 and starts again at 0.4, from which
+    # four halvings (not five) take it below MIN_LENGTH again.
+    state = TrustRegion.replay(10.0, [9.0] * (5 * 4), 6, restart_length=0.4)
+    assert (state.length, state.restarts) == (0.4, 1)
+    state = TrustRegion.replay(10.0, [9.0] * (9 * 4), 6, restart_length=0.4)
+    assert (state.length, state.restarts) == (0.4, 2)
+    state = TrustRegion.replay_elsewhere(
+        [10.0] + [9.0] * (5 * 4), np.zeros((21, 6)), 1, 6, restart_length=0.4
+    )
+    assert (state.length, state.restarts) == (0.4, 1)
 
 
 def test_the_box_settings_are_checked_before_any_work() -> None:
@@ -80,6 +90,16 @@ def test_the_box_settings_are_checked_before_any_work() -> None:
     for bad in (True, "0.2", None):
         with pytest.raises(TypeError, match="trust_region_length must be a number"):
             BOCRSampler(space, features=features, n_clusters=2, trust_region_length=bad)
+    restart = BOCRSampler(space, features=features, n_clusters=2, trust_region_restart_length=0.4)
+    assert restart._plan.trust_region_restart_length == 0.4
+    assert (
+        BOCRSampler(space, features=features, n_clusters=2)._plan.trust_region_restart_length
+        is None
+    )
+    with pytest.raises(ValueError, match=r"trust_region_restart_length must be a number in \["):
+        BOCRSampler(space, features=features, n_clusters=2, trust_region_restart_length=0.01)
+    with pytest.raises(TypeError, match="trust_region_restart_length must be a number"):
+        BOCRSampler(space, features=features, n_clusters=2, trust_region_restart_length="0.4")
     assert (
         BOCRSampler(
             space, features=features, n_clusters=2, trust_region_improvement=0
