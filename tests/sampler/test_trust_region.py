@@ -278,3 +278,51 @@ def test_restart_elsewhere_proposes_around_the_centre_it_replays(tmp_path: Path)
     assert state.restarts == 1 and elsewhere >= 3  # trials 27-29 search around another point
     with pytest.raises(ValueError, match="restart must be one of 'incumbent', 'elsewhere'"):
         BOCRSampler(space, features=np.eye(4), restart="far")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("restart_length", [None, 0.4])
+def test_the_sampler_starts_its_box_again_at_the_restart_side(
+    tmp_path: Path, restart_length: float | None
+) -> None:
+    names = [f"p{i}" for i in range(4)]
+    space = {n: FloatDistribution(0.0, 1.0) for n in names}
+    sampler = BOCRSampler(
+        space,
+        features=np.array([[1.0, 10], [1.1, 11], [5.0, 1], [5.2, 1.1]]),
+        n_clusters=2,
+        rollback_at=(6,),
+        n_startup_trials=4,
+        trust_region_restart_length=restart_length,
+        seed=0,
+    )
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'db.sqlite3'}", direction="maximize", sampler=sampler
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        x = np.array([trial.suggest_float(n, 0.0, 1.0) for n in names])
+        # Trial 1 is a lucky outlier: 20 trials without a new best shrink the box below
+        # 1/32 (five halvings at 4 variables), and it starts again at trial 26.
+        return 100.0 if trial.number == 1 else -float(np.sum((x - 0.3) ** 2))
+
+    study.optimize(objective, n_trials=30)
+    trials = study.trials
+    outside_smaller = 0
+    for t in trials[26:]:
+        history = read_history(trials, names, t.number, 1.0)
+        numbers = np.asarray(history.obs_numbers)
+        before, stage = history.obs_values[numbers < 6], history.obs_values[numbers >= 6]
+        state = TrustRegion.replay(float(before.max()), stage, 4, restart_length=restart_length)
+        assert (state.length, state.restarts) == (restart_length or INIT_LENGTH, 1)
+        fit = gp_fit(t)
+        assert fit is not None
+        ls = Hyperparameters.from_theta(torch.from_numpy(fit[1])).lengthscale.numpy()
+        proposal = stored_proposal(t, 4)
+        assert proposal is not None
+        lower, upper = state.box(history.obs_params[1], ls)
+        assert np.all(proposal >= lower - 1e-9) and np.all(proposal <= upper + 1e-9), t.number
+        lower, upper = TrustRegion(0.4, 1).box(history.obs_params[1], ls)
+        outside_smaller += bool(np.any(proposal < lower - 1e-9) or np.any(proposal > upper + 1e-9))
+    # Started again at the first side (0.8), log-EI leaves the box of side 0.4 toward the
+    # optimum; started at 0.4, it cannot.
+    assert (outside_smaller >= 2) if restart_length is None else (outside_smaller == 0)
