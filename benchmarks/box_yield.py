@@ -8,10 +8,11 @@ proposed, how far they landed below the best trial before them (median, in the o
 units) and how many were a new best (beating it by the sampler's relative threshold). Beside
 them, the noise of the GP that proposed those trials (its fitted noise standard deviation,
 stored on each trial, in the objective's units): how much of a best value the GP reads as
-luck.
+luck. Each side's trials and new bests after the box first started again (it shrank
+below its smallest side) are counted apart too: those a restart spends.
 
-The side depends on the first side the studies ran with (``--init-length``): the journal
-does not record it.
+The side depends on the first side the studies ran with (``--init-length``) and the side
+they started again at (``--restart-length``): the journal does not record them.
 
 Example::
 
@@ -53,6 +54,7 @@ def box_yield(
     init_length: float,
     improvement: float = EARLIER_IMPROVEMENT,
     n_trials: int | None = None,
+    restart_length: float | None = None,
 ) -> dict[str, Any]:
     """Trials, median distance below the best and new bests, per side of the box.
 
@@ -63,12 +65,14 @@ def box_yield(
         improvement: Relative gain that counted as a new best in them (the sampler's
             ``trust_region_improvement``; 1e-3 for the studies run before 2026-12-05).
         n_trials: Read each study as it stood after this many trials (``None``: all).
+        restart_length: Side the studies' box started again at (``None``: the first side).
 
     Raises:
         ValueError: The methods' studies have no trial in a stage after the first.
     """
     below: dict[float, list[float]] = defaultdict(list)
     new_best: dict[float, int] = defaultdict(int)
+    restarted: dict[float, list[int]] = defaultdict(lambda: [0, 0])  # trials, new bests
     noise: list[float] = []
     n_studies = 0
     for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
@@ -100,11 +104,16 @@ def box_yield(
                 dim,
                 init_length=init_length,
                 improvement=improvement,
+                restart_length=restart_length,
             )
             side = round(state.length, 6)
             best = max(values[:i]) if i else -math.inf
             below[side].append(values[i] - best)
-            new_best[side] += int(values[i] > best + improvement * abs(best))
+            gain = int(values[i] > best + improvement * abs(best))
+            new_best[side] += gain
+            if state.restarts:
+                restarted[side][0] += 1
+                restarted[side][1] += gain
             fit = gp_fit(done[i])
             if fit is not None:
                 # The sampler standardises the values it observed; its noise is in those units.
@@ -121,12 +130,15 @@ def box_yield(
             "trials": len(below[side]),
             "median_below_best": float(np.median(below[side])),
             "new_bests": new_best[side],
+            "trials_after_restart": restarted[side][0],
+            "new_bests_after_restart": restarted[side][1],
         }
         for side in sorted(below)
     ]
     return {
         "methods": methods,
         "init_length": init_length,
+        "restart_length": restart_length,
         "n_trials": n_trials,
         "studies": n_studies,
         "rows": rows,
@@ -153,6 +165,12 @@ def main(argv: list[str] | None = None) -> None:
         help=f"first side of the box the studies ran with (default {INIT_LENGTH})",
     )
     p.add_argument(
+        "--restart-length",
+        type=float,
+        default=None,
+        help="side the studies' box started again at (default: the first side)",
+    )
+    p.add_argument(
         "--improvement",
         type=float,
         default=EARLIER_IMPROVEMENT,
@@ -171,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--methods must name BOCR methods, e.g. bocr-trust")
     if not 0.0 < args.init_length <= 2.0:
         p.error(f"--init-length must be in (0, 2], got {args.init_length}")
+    if args.restart_length is not None and not 0.0 < args.restart_length <= 2.0:
+        p.error(f"--restart-length must be in (0, 2], got {args.restart_length}")
     if not 0.0 <= args.improvement < 1.0:
         p.error(f"--improvement must be in [0, 1), got {args.improvement}")
     if args.n_trials is not None and args.n_trials < 1:
@@ -183,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
             init_length=args.init_length,
             improvement=args.improvement,
             n_trials=args.n_trials,
+            restart_length=args.restart_length,
         )
     except ValueError as e:
         p.error(str(e))
@@ -192,13 +213,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         common.markdown_table(
-            ["side", "trials", "median below the best", "new bests"],
+            [
+                "side",
+                "trials",
+                "median below the best",
+                "new bests",
+                "trials after a restart",
+                "new bests after a restart",
+            ],
             [
                 [
                     f"{r['side']:g}",
                     str(r["trials"]),
                     f"{r['median_below_best']:+.2f}",
                     str(r["new_bests"]),
+                    str(r["trials_after_restart"]),
+                    str(r["new_bests_after_restart"]),
                 ]
                 for r in result["rows"]
             ],

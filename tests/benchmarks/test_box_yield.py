@@ -69,6 +69,32 @@ def test_each_trial_gets_the_side_it_was_proposed_in(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["gp_noise"] is None  # no GP fit stored
 
 
+def test_trials_after_a_restart_are_counted_at_the_side_it_started_again_at(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 20 failures halve the side five times (0.8 to 0.025 < 1/32): the box starts again;
+    # of the two trials after it, the second is a new best.
+    path = _storage(tmp_path / "studies.log", [89.0] * 20 + [88.0, 95.0])
+    out = tmp_path / "yield.json"
+    box_yield.main(["--storage", path, "--out", str(out)])
+    rows = {r["side"]: r for r in json.loads(out.read_text())["rows"]}
+    assert (rows[0.8]["trials"], rows[0.8]["new_bests"]) == (6, 1)
+    assert (rows[0.8]["trials_after_restart"], rows[0.8]["new_bests_after_restart"]) == (2, 1)
+    assert all(rows[side]["trials_after_restart"] == 0 for side in (0.05, 0.1, 0.2, 0.4))
+    assert "| new bests after a restart |" in capsys.readouterr().out
+    # Replayed as a study that started again at 0.4.
+    box_yield.main(["--storage", path, "--restart-length", "0.4", "--out", str(out)])
+    result = json.loads(out.read_text())
+    rows = {r["side"]: r for r in result["rows"]}
+    assert result["restart_length"] == 0.4
+    assert (rows[0.8]["trials"], rows[0.8]["trials_after_restart"]) == (4, 0)
+    assert (rows[0.4]["trials"], rows[0.4]["trials_after_restart"]) == (6, 2)
+    assert rows[0.4]["new_bests_after_restart"] == 1
+    with pytest.raises(SystemExit):
+        box_yield.main(["--storage", path, "--restart-length", "0"])
+    assert "--restart-length must be in (0, 2]" in capsys.readouterr().err
+
+
 def test_the_gp_noise_is_read_in_the_objectives_units(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
