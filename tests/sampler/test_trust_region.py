@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
 from optuna.distributions import FloatDistribution
+from optuna.trial import FrozenTrial
 import pytest
 import torch
 
@@ -235,88 +237,80 @@ def test_a_restart_elsewhere_centres_on_the_best_observation_outside_the_box_it_
     assert restart_center(values[:3], points[[0, 0, 0]], 0, 0.4) == 0
 
 
-def test_restart_elsewhere_proposes_around_the_centre_it_replays(tmp_path: Path) -> None:
-    names = [f"p{i}" for i in range(4)]
-    space = {n: FloatDistribution(0.0, 1.0) for n in names}
+NAMES4 = [f"p{i}" for i in range(4)]
+
+
+def _lucky_outlier_trials(tmp_path: Path, **sampler_kwargs: Any) -> list[FrozenTrial]:
+    """30 trials of a 4-parameter study whose trial 1 no later trial beats.
+
+    The rollback to one variable per parameter comes at trial 6; then 20 trials without a
+    new best shrink the box below 1/32 (five halvings at 4 variables), and it starts again
+    at trial 26.
+    """
     sampler = BOCRSampler(
-        space,
+        {n: FloatDistribution(0.0, 1.0) for n in NAMES4},
         features=np.array([[1.0, 10], [1.1, 11], [5.0, 1], [5.2, 1.1]]),
         n_clusters=2,
         rollback_at=(6,),
         n_startup_trials=4,
-        restart="elsewhere",
         seed=0,
+        **sampler_kwargs,
     )
     study = optuna.create_study(
         storage=f"sqlite:///{tmp_path / 'db.sqlite3'}", direction="maximize", sampler=sampler
     )
 
     def objective(trial: optuna.Trial) -> float:
-        x = np.array([trial.suggest_float(n, 0.0, 1.0) for n in names])
-        # Trial 1 is a lucky outlier that no later trial beats: the box keeps shrinking
-        # around it until it starts again elsewhere.
+        x = np.array([trial.suggest_float(n, 0.0, 1.0) for n in NAMES4])
         return 100.0 if trial.number == 1 else -float(np.sum((x - 0.3) ** 2))
 
     study.optimize(objective, n_trials=30)
-    trials = study.trials
+    return study.trials
+
+
+def _lengthscales(trial: FrozenTrial) -> np.ndarray:
+    fit = gp_fit(trial)
+    assert fit is not None and fit[0] == 1
+    return Hyperparameters.from_theta(torch.from_numpy(fit[1])).lengthscale.numpy()
+
+
+def test_restart_elsewhere_proposes_around_the_centre_it_replays(tmp_path: Path) -> None:
+    trials = _lucky_outlier_trials(tmp_path, restart="elsewhere")
     elsewhere = 0
     for t in trials[7:]:
-        history = read_history(trials, names, t.number, 1.0)
+        history = read_history(trials, NAMES4, t.number, 1.0)
         numbers = np.asarray(history.obs_numbers)
         state = TrustRegion.replay_elsewhere(
             history.obs_values, history.obs_params, int((numbers < 6).sum()), 4
         )
         assert state.center is not None
-        fit = gp_fit(t)
-        assert fit is not None and fit[0] == 1
-        ls = Hyperparameters.from_theta(torch.from_numpy(fit[1])).lengthscale.numpy()
-        lower, upper = state.box(history.obs_params[state.center], ls)
+        lower, upper = state.box(history.obs_params[state.center], _lengthscales(t))
         proposal = stored_proposal(t, 4)
         assert proposal is not None
         assert np.all(proposal >= lower - 1e-9) and np.all(proposal <= upper + 1e-9), t.number
         elsewhere += history.obs_numbers[state.center] != 1
     assert state.restarts == 1 and elsewhere >= 3  # trials 27-29 search around another point
     with pytest.raises(ValueError, match="restart must be one of 'incumbent', 'elsewhere'"):
-        BOCRSampler(space, features=np.eye(4), restart="far")  # type: ignore[arg-type]
+        BOCRSampler(
+            {n: FloatDistribution(0.0, 1.0) for n in NAMES4},
+            features=np.eye(4),
+            restart="far",  # type: ignore[arg-type]
+        )
 
 
 @pytest.mark.parametrize("restart_length", [None, 0.4])
 def test_the_sampler_starts_its_box_again_at_the_restart_side(
     tmp_path: Path, restart_length: float | None
 ) -> None:
-    names = [f"p{i}" for i in range(4)]
-    space = {n: FloatDistribution(0.0, 1.0) for n in names}
-    sampler = BOCRSampler(
-        space,
-        features=np.array([[1.0, 10], [1.1, 11], [5.0, 1], [5.2, 1.1]]),
-        n_clusters=2,
-        rollback_at=(6,),
-        n_startup_trials=4,
-        trust_region_restart_length=restart_length,
-        seed=0,
-    )
-    study = optuna.create_study(
-        storage=f"sqlite:///{tmp_path / 'db.sqlite3'}", direction="maximize", sampler=sampler
-    )
-
-    def objective(trial: optuna.Trial) -> float:
-        x = np.array([trial.suggest_float(n, 0.0, 1.0) for n in names])
-        # Trial 1 is a lucky outlier: 20 trials without a new best shrink the box below
-        # 1/32 (five halvings at 4 variables), and it starts again at trial 26.
-        return 100.0 if trial.number == 1 else -float(np.sum((x - 0.3) ** 2))
-
-    study.optimize(objective, n_trials=30)
-    trials = study.trials
+    trials = _lucky_outlier_trials(tmp_path, trust_region_restart_length=restart_length)
     outside_smaller = 0
     for t in trials[26:]:
-        history = read_history(trials, names, t.number, 1.0)
+        history = read_history(trials, NAMES4, t.number, 1.0)
         numbers = np.asarray(history.obs_numbers)
         before, stage = history.obs_values[numbers < 6], history.obs_values[numbers >= 6]
         state = TrustRegion.replay(float(before.max()), stage, 4, restart_length=restart_length)
         assert (state.length, state.restarts) == (restart_length or INIT_LENGTH, 1)
-        fit = gp_fit(t)
-        assert fit is not None
-        ls = Hyperparameters.from_theta(torch.from_numpy(fit[1])).lengthscale.numpy()
+        ls = _lengthscales(t)
         proposal = stored_proposal(t, 4)
         assert proposal is not None
         lower, upper = state.box(history.obs_params[1], ls)
