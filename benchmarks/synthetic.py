@@ -137,6 +137,28 @@ def run_one(
 # -- Report -----------------------------------------------------------------------------------
 
 
+def _last_stage_start(trials: list[dict[str, Any]]) -> int | None:
+    """Number of the first trial in the run's last BOCR stage.
+
+    ``None`` for other samplers (no stage recorded) and for runs that never left their first
+    stage.
+    """
+    stages = [t.get("stage") for t in trials]
+    known = [s for s in stages if isinstance(s, int)]
+    if not known or max(known) == 0:
+        return None
+    last = max(known)
+    return next(int(t["number"]) for t, s in zip(trials, stages, strict=True) if s == last)
+
+
+def _median_trial(numbers: list[int | None]) -> str:
+    """Median of the runs' trial numbers (``-`` if none has one), and the range."""
+    known = sorted(n for n in numbers if n is not None)
+    if not known:
+        return "-"
+    return f"{float(np.median(known)):g} ({known[0]}-{known[-1]})"
+
+
 def report(out: Path, tasks: list[str], methods: list[str]) -> str:
     """Tables (markdown), raw CSV and the best-so-far plot from the run records in ``out``."""
     runs = [r for r in common.load_runs(out) if r.get("benchmark") == "synthetic"]
@@ -180,6 +202,7 @@ def report(out: Path, tasks: list[str], methods: list[str]) -> str:
             ["method", "seeds"]
             + [f"regret @{c}" for c in cps]
             + ["trials to 95% of gap", "sampler s/trial (median)", "sampler s/trial (last 10)"]
+            + ["last stage from trial (median)"]
         )
         rows = []
         curves[task_name] = {}
@@ -192,8 +215,10 @@ def report(out: Path, tasks: list[str], methods: list[str]) -> str:
             hits: list[int | None] = []
             stimes: list[float] = []
             stimes_last: list[float] = []
+            last_stage: list[int | None] = []
             for r in mr:
                 comp = [t for t in r["trials"] if t["state"] == "COMPLETE"][:n]
+                last_stage.append(_last_stage_start(comp))
                 best = common.best_so_far(t["value"] for t in comp)
                 reg = (info["f_star"] - best) / gap
                 regrets.append(reg)
@@ -217,6 +242,7 @@ def report(out: Path, tasks: list[str], methods: list[str]) -> str:
                     common.median_count(hits, n),
                     common.fmt_seconds(float(np.median(stimes)) if stimes else None),
                     common.fmt_seconds(float(np.median(stimes_last)) if stimes_last else None),
+                    _median_trial(last_stage),
                 ]
             )
         lines += [common.markdown_table(header, rows), ""]

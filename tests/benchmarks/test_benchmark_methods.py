@@ -212,3 +212,27 @@ def test_paper_schedule_is_the_published_one_at_any_budget() -> None:
     # At 200 trials the budget-scaled gradual rollback is the same schedule.
     assert _methods.rollback_schedule(200, "bocr-gradual") == dict(PAPER_SCHEDULE)
     assert _methods.rollback_schedule(100, "bocr-gradual")["rollback_at"] == (50, 75)
+
+
+def test_synthetic_report_gives_the_trial_bocr_reached_its_last_stage(tmp_path: Path) -> None:
+    import json
+
+    from benchmarks import synthetic
+
+    out = tmp_path / "out"
+    synthetic.main(
+        ["--tasks", "misleading27", "--methods", "bocr,random", "--seeds", "1,"]
+        + ["--n-trials", "30", "--out", str(out)]
+    )
+    record = json.loads(next(out.rglob("*bocr*seed1.json")).read_text())
+    stages = [t["stage"] for t in record["trials"]]
+    assert stages[0] == 0 and max(stages) == 1  # the run rolled back within 30 trials
+    opened = stages.index(1)
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
+        for line in (out / "results.md").read_text().splitlines()
+        if line.startswith("| ") and not line.startswith("| method")
+    }
+    bocr_row = next(cells for label, cells in rows.items() if label.startswith("BOCR"))
+    assert bocr_row[-1] == f"{opened} ({opened}-{opened})"
+    assert rows["RandomSampler"][-1] == "-"
