@@ -166,6 +166,18 @@ def trial_records(study: Study) -> list[dict[str, Any]]:
     return records
 
 
+def stage_starts(records: Iterable[Mapping[str, Any]]) -> dict[int, int]:
+    """``{stage: number of its first trial}`` from per-trial records (see :func:`trial_records`).
+
+    Empty for samplers that record no BOCR stage.
+    """
+    firsts: dict[int, int] = {}
+    for r in records:
+        if r.get("stage") is not None:
+            firsts.setdefault(int(r["stage"]), int(r["number"]))
+    return firsts
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (write to a temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)

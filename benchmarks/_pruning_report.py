@@ -49,10 +49,7 @@ def _stage_changes(
     rows = []
     for method, per_seed in data.items():
         for seed, recs in sorted(per_seed.items()):
-            firsts: dict[int, int] = {}
-            for r in recs:
-                if r["stage"] is not None:
-                    firsts.setdefault(int(r["stage"]), r["number"])
+            firsts = common.stage_starts(recs)
             if firsts:
                 changes = [str(n) for stage, n in sorted(firsts.items()) if stage > 0]
                 rows.append(

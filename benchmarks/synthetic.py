@@ -143,12 +143,9 @@ def _last_stage_start(trials: list[dict[str, Any]]) -> int | None:
     ``None`` for other samplers (no stage recorded) and for runs that never left their first
     stage.
     """
-    stages = [t.get("stage") for t in trials]
-    known = [s for s in stages if isinstance(s, int)]
-    if not known or max(known) == 0:
-        return None
-    last = max(known)
-    return next(int(t["number"]) for t, s in zip(trials, stages, strict=True) if s == last)
+    firsts = common.stage_starts(trials)
+    last = max(firsts, default=0)
+    return firsts[last] if last > 0 else None
 
 
 def _median_trial(numbers: list[int | None]) -> str:
