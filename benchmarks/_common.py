@@ -284,6 +284,17 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def colour_order(methods: Iterable[str]) -> list[str]:
+    """The methods of one figure in the order their colours are drawn from a 10-colour map.
+
+    :data:`KNOWN_METHODS`'s order among these methods, then any others sorted, so that a
+    figure of up to ten methods never gives two of them one colour.
+    """
+    drawn = set(methods)
+    known = [m for m in KNOWN_METHODS if m in drawn]
+    return known + sorted(drawn - set(known))
+
+
 def plot_curves(
     curves: Mapping[str, Mapping[str, np.ndarray]],
     path: Path,
@@ -317,14 +328,14 @@ def plot_curves(
     nrow = math.ceil(len(tasks) / ncol) or 1
     fig, axes = plt.subplots(nrow, ncol, figsize=(6.5 * ncol, 4.2 * nrow), squeeze=False)
     colors = plt.get_cmap("tab10")
-    method_order = list(KNOWN_METHODS)
+    method_order = colour_order(m for per_task in curves.values() for m in per_task)
     for ax, task in zip(axes.flat, tasks, strict=False):
         for method, arr in curves[task].items():
             arr = np.asarray(arr, dtype=float)
             x = np.arange(1, arr.shape[1] + 1)
             med = np.median(arr, axis=0)
             lo, hi = np.percentile(arr, [25, 75], axis=0)
-            ci = method_order.index(method) if method in method_order else len(method_order)
+            ci = method_order.index(method)
             style = "-" if method.startswith("bocr") else "--"
             name = (labels or {}).get(method) or METHOD_LABELS.get(method, method)
             label = f"{name} (n={arr.shape[0]})"

@@ -10,6 +10,7 @@ from optuna.storages.journal import JournalFileBackend
 import pytest
 
 from benchmarks import journal_pairs
+from benchmarks._common import colour_order
 
 PREFIX = "pruning-net-flops0.5-val5000-scale"
 
@@ -78,6 +79,16 @@ def test_plot_draws_the_curves_and_refuses_other_files_first(tmp_path: Path) -> 
     png = tmp_path / "out" / "curves.png"
     journal_pairs.main([*common, "--plot", str(png)])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_up_to_ten_methods_of_one_figure_never_share_a_colour() -> None:
+    # 'gp' and 'bocr-paper' are 30 places apart in KNOWN_METHODS, one tab10 colour if
+    # indexed there; indexed among the figure's methods, each of these seven has its own
+    methods = ["bocr-key-any", "bocr-paper", "bocr-trust", "cmaes", "gp", "tpe", "random"]
+    order = colour_order(reversed(methods))
+    assert sorted(order) == sorted(methods)
+    assert order[:2] == ["gp", "tpe"]  # KNOWN_METHODS's order among the drawn ones
+    assert colour_order(["zz-new", "gp", "aa-new"]) == ["gp", "aa-new", "zz-new"]
 
 
 def test_refuses_a_missing_journal_without_creating_it(tmp_path: Path) -> None:
