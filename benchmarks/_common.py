@@ -356,11 +356,23 @@ def plot_curves(
         if logy:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        # Below the axes, so that it never hides a curve.
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
     fig.tight_layout()
+    # One legend for the figure, below the axes, so that it never hides a curve.
+    legend = {
+        label: h
+        for ax in axes.flat
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True)
+    }
+    fig.legend(
+        legend.values(),
+        legend.keys(),
+        fontsize=7,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=ncol,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
