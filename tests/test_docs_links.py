@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted(
-    [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *(ROOT / "docs").glob("*.md")]
+    [ROOT / "README.md", *(ROOT / "benchmarks").glob("*.md"), *(ROOT / "docs").glob("*.md")]
 )
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 _FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
@@ -49,3 +49,49 @@ def test_links_resolve(page: Path) -> None:
                 where = os.path.relpath(linked, ROOT)
                 broken.append(f"{target}: no heading with anchor #{anchor} in {where}")
     assert not broken, f"{page.relative_to(ROOT)}: " + "; ".join(broken)
+
+
+_SOURCES = sorted(
+    [
+        *DOCS,
+        *(ROOT / "optuna_bocr").rglob("*.py"),
+        *(ROOT / "benchmarks").glob("*.py"),
+    ]
+)
+_REFERENCE = re.compile(r"benchmarks/(README|RECORD)\.md[`),\s]*\(?\s*\[?\"([^\"]+)\"")
+
+
+def section_references(text: str) -> list[tuple[str, str]]:
+    """(file, title) of each ``benchmarks/<file>.md, "Title"`` in a text, lines joined.
+
+    Comment markers and indentation at line starts are dropped, so a title broken over
+    lines of a comment or docstring reads as one.
+    """
+    flat = re.sub(r"\n[ \t]*(#+[ \t]*)?", " ", text)
+    return [(f"{m[1]}.md", " ".join(m[2].split())) for m in _REFERENCE.finditer(flat)]
+
+
+def test_section_references_read_across_lines() -> None:
+    text = 'x (benchmarks/RECORD.md, "A shorter\n    #   start") and benchmarks/README.md ("Proxy'
+    assert section_references(text + ' quality")') == [
+        ("RECORD.md", "A shorter start"),
+        ("README.md", "Proxy quality"),
+    ]
+
+
+@pytest.mark.parametrize("source", _SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_section_references_name_a_heading(source: Path) -> None:
+    """Each section a text cites by title, with its file, is a heading of that file."""
+    headings = {
+        name: [
+            " ".join(h.split())
+            for h in re.findall(r"^#{1,6} (.+)$", (ROOT / "benchmarks" / name).read_text(), re.M)
+        ]
+        for name in ("README.md", "RECORD.md")
+    }
+    missing = [
+        f'benchmarks/{name}, "{title}"'
+        for name, title in section_references(source.read_text())
+        if not any(h.startswith(title) for h in headings[name])
+    ]
+    assert not missing, f"{source.relative_to(ROOT)} cites no such section: " + "; ".join(missing)

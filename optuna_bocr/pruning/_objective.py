@@ -82,7 +82,7 @@ class PruningObjective:
             network order, each ratio clipped down so that the budget could still be met
             with every later layer at ``lbound`` (a request over the budget loses its last
             layers' channels; one under it stays under). Measured in
-            ``benchmarks/README.md`` ("The budget rule").
+            ``benchmarks/RECORD.md`` ("The budget rule").
         lbound: Smallest preserve ratio.
         rbound: Largest preserve ratio.
         device: ``"auto"`` (CUDA if available), or any torch device

@@ -59,7 +59,7 @@ def rescore_top_k(
     """Score the ``k`` best distinct trials on ``fresh`` images; the best on them first.
 
     Each trial is exported (:meth:`PruningObjective.export`) and evaluated on ``fresh``.
-    Measured on pruned ResNet-20 and ResNet-56 (benchmarks/README.md, "Re-scoring the
+    Measured on pruned ResNet-20 and ResNet-56 (benchmarks/RECORD.md, "Re-scoring the
     best five"): after BOCR's 200 trials scored on 1000 (500) images, the best of the top 5
     on 4000 (4500) fresh images tested 0.08 (0.10) points better than the best observation
     on average over 10 seeds, intervals that touch zero; behind on at most 2 seeds.

@@ -87,7 +87,7 @@ def optimize_log_ei(
 
     Ten starts and 100 iterations (as many local searches as Optuna's GPSampler runs): with
     3 starts and 25 iterations, 2 of 5 runs of a 27-dimensional GP stalled on a synthetic
-    pruning task (benchmarks/README.md, "What the GP observes").
+    pruning task (benchmarks/RECORD.md, "What the GP observes").
 
     Args:
         box: ``(lower, upper)``, each ``(dim,)``: search only this box of the unit cube (a

@@ -117,7 +117,7 @@ class BOCRSampler(BaseSampler):
             side), as the original BOCR does. ``False`` (default): every stage searches the
             user's whole range; the earlier trials still steer the GP, and a box drawn from
             a coarse stage's best trials cannot keep the finer stages from the optimum
-            (measured: benchmarks/README.md).
+            (measured: benchmarks/RECORD.md, "The defaults: patience relative to the stage").
         observe_actual:
             Whether the GP observes the values the objective actually evaluated (user attr
             :data:`~optuna_bocr.ACTUAL_PARAMS_KEY`, e.g. ratios after the FLOPs budget
@@ -125,30 +125,34 @@ class BOCRSampler(BaseSampler):
             observes the trials' params, as Optuna's samplers do; the objective then is a
             deterministic function of what the sampler proposed, which the GP models
             better under a clipping budget rule, and level under a scaling one (measured:
-            benchmarks/README.md).
+            benchmarks/RECORD.md, "What the GP observes").
         trust_region:
             Whether the stages after the first search a trust region: a box around the
             best trial (TuRBO; or see ``incumbent``), each side proportional to the GP's
             lengthscale, that doubles after 3 new bests in a row and halves after
             ``max(4, ceil(k / 5))`` trials without one (``k`` variables). ``False``: the
-            stage's whole bounds, as the original BOCR (measured: benchmarks/README.md).
+            stage's whole bounds, as the original BOCR (measured: benchmarks/RECORD.md,
+            "A trust region after the first stage").
         trust_region_length:
             Side of that box when a stage opens (in the stage's unit cube, before the
             lengthscale weighting; at most 1.6). The default is TuRBO's 0.8; 0.2 measured
-            within noise of it on the pruning benchmark (benchmarks/README.md).
+            within noise of it on the pruning benchmark (benchmarks/RECORD.md, "The trust
+            region's first side").
         trust_region_restart_length:
             Side of the box when it starts again after shrinking below 1/32 (``None``:
-            ``trust_region_length``; 0.4 measured 0.09 lower on ResNet-20, benchmarks/README.md).
+            ``trust_region_length``; 0.4 measured 0.09 lower on ResNet-20, benchmarks/RECORD.md,
+            "The trust region started again at half its first side").
         trust_region_improvement:
             A trial is a new best for the trust region when it beats the best by more than
             this fraction of ``|best|``: by default any gain; 1e-3 (the earlier default)
-            measured 0.10-0.13 points lower on ResNet-20 at 5000 images (benchmarks/README.md).
+            measured 0.10-0.13 points lower on ResNet-20 at 5000 images
+            (benchmarks/RECORD.md, "Any gain a new best").
         incumbent:
             In the trust region's stages, what the box centres on and log-EI must beat:
             ``"observed"``, the best observation; ``"mean"``, the observation with the best
             GP posterior mean, and that mean, which discounts a value that got lucky on a
             finite validation split (needs ``trust_region``; measured within noise of the
-            default, benchmarks/README.md).
+            default, benchmarks/RECORD.md, "The trust region around the best posterior mean").
         restart:
             Where the trust region's box centres when it starts again (after shrinking
             below 1/32): ``"incumbent"``, the best trial again; ``"elsewhere"``, the best
@@ -159,7 +163,8 @@ class BOCRSampler(BaseSampler):
             What ranks the candidates in the trust region's box: ``"log_ei"``, log-EI
             maximised as in the first stage; ``"thompson"``, one joint posterior draw over
             ``100 k`` candidates (at most 2048) around the box's centre (TuRBO's; measured
-            level on ResNet-20, worse on the synthetic tasks: benchmarks/README.md).
+            level on ResNet-20, worse on the synthetic tasks: benchmarks/RECORD.md, "Thompson
+            sampling in the trust region").
         evaluation_key:
             ``params -> hashable``: what the objective evaluates for a point, when many
             points give one evaluation (:meth:`optuna_bocr.pruning.PruningObjective.network_key`:
@@ -168,7 +173,7 @@ class BOCRSampler(BaseSampler):
             exists (the trust region widens for a proposal whose best candidates are all
             known). ``None``: every point is new. Called on each trial's params and on the
             best candidates (memoised). On ResNet-20 at 5000 validation images, +0.10 points
-            at 200 trials (benchmarks/README.md, "No network twice").
+            at 200 trials (benchmarks/RECORD.md, "No network twice").
         top_k:
             Number of best COMPLETE trials whose cluster values set the bounds of a new
             stage (with ``narrow_on_rollback``).
@@ -176,7 +181,7 @@ class BOCRSampler(BaseSampler):
             Trials with a number below this come from the Sobol design. The default 5 and
             the patience's floor of 6 measured better than 10 and 10 on the synthetic
             tasks with wrong or too coarse clusters, and level on ResNet-20
-            (benchmarks/README.md).
+            (benchmarks/RECORD.md, "A shorter start").
         seed:
             Seed of every random choice (together with the trial number). ``None``: a random
             seed, drawn once per sampler object (then two processes do not agree).
@@ -195,7 +200,7 @@ class BOCRSampler(BaseSampler):
         unstructured_fallback:
             If the structure test fails, search one variable per parameter from the first
             trial (plain GP-BO, no stages; :attr:`stage_sizes` shows it) instead of
-            clustering. Needs ``check_structure``. Measured (benchmarks/README.md): it wins
+            clustering. Needs ``check_structure``. Measured (benchmarks/RECORD.md): it wins
             where the features are misleading (synthetic misleading27), and loses the first
             stage's early gain where they are merely uninformative (pruned ResNet-20).
 

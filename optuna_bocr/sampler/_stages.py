@@ -107,7 +107,8 @@ def _other_distance_that_passes(
     The two see different things in the same densities: the Euclidean distance between
     their values is dominated by the most peaked ones, the Jensen-Shannon distance compares
     their shapes as distributions. On a trained ResNet-56 only ``js`` passed; its clusters
-    searched as well as the ``eu`` ones there, no better (10 seeds, benchmarks/README.md).
+    searched as well as the ``eu`` ones there, no better (10 seeds, benchmarks/RECORD.md,
+    "ResNet-56: clusters from the features that pass the structure test").
     """
     if samples is None or distance not in ("eu", "js"):
         return None
