@@ -19,8 +19,11 @@ import time
 from typing import Any
 
 import numpy as np
+import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.study import Study
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
@@ -138,6 +141,38 @@ def parse_seeds(text: str) -> list[int]:
         lo, hi = (int(x) for x in text.split("-"))
         return list(range(lo, hi + 1))
     return list(range(int(text)))
+
+
+def journal_rows(spec: str, tool: str) -> tuple[str, list[str]]:
+    """``"JOURNAL:METHOD[,METHOD...]"`` -> (journal path, methods); ``SystemExit`` if bad.
+
+    Refuses a journal file that does not exist (a ``JournalFileBackend`` would create it).
+    """
+    path, _, methods = spec.rpartition(":")
+    if not path or not methods:
+        raise SystemExit(f"{tool}: expected JOURNAL:METHOD[,METHOD...], got {spec!r}")
+    if not os.path.isfile(path):
+        raise SystemExit(f"{tool}: {path}: no such journal file")
+    return path, methods.split(",")
+
+
+def journal_studies(
+    path: str, prefix: str, method: str, seeds: Iterable[int]
+) -> dict[int, list[FrozenTrial]]:
+    """Seed -> complete trials in trial order, of each ``<prefix>-<method>-seed<s>`` in a journal.
+
+    Seeds without a study are left out.
+    """
+    storage = JournalStorage(JournalFileBackend(path))
+    out = {}
+    for seed in seeds:
+        try:
+            study = optuna.load_study(study_name=f"{prefix}-{method}-seed{seed}", storage=storage)
+        except KeyError:
+            continue
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        out[seed] = sorted(done, key=lambda t: t.number)
+    return out
 
 
 def trial_records(study: Study) -> list[dict[str, Any]]:

@@ -20,17 +20,15 @@ reached the ``--target`` method's median at trial ``--target-at`` (over
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 import optuna
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
 
 from benchmarks._common import best_so_far
 from benchmarks._common import first_reaching
+from benchmarks._common import journal_rows
+from benchmarks._common import journal_studies
 from benchmarks._common import paired_difference
 from benchmarks._common import parse_seeds
 from benchmarks._common import plot_curves
@@ -39,27 +37,8 @@ from benchmarks._methods import METHOD_LABELS
 
 def curves(path: str, prefix: str, method: str, seeds: list[int]) -> dict[int, np.ndarray]:
     """Seed -> best-so-far curve of the complete trials of each study found in ``path``."""
-    storage = JournalStorage(JournalFileBackend(path))
-    out = {}
-    for seed in seeds:
-        try:
-            study = optuna.load_study(study_name=f"{prefix}-{method}-seed{seed}", storage=storage)
-        except KeyError:
-            continue
-        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        values = [t.value for t in sorted(trials, key=lambda t: t.number)]
-        if values:
-            out[seed] = best_so_far(values)
-    return out
-
-
-def _rows(spec: str) -> tuple[str, list[str]]:
-    path, _, methods = spec.rpartition(":")
-    if not path or not methods:
-        raise SystemExit(f"journal_pairs: expected JOURNAL:METHOD[,METHOD...], got {spec!r}")
-    if not os.path.isfile(path):  # a JournalFileBackend would create it
-        raise SystemExit(f"journal_pairs: {path}: no such journal file")
-    return path, methods.split(",")
+    studies = journal_studies(path, prefix, method, seeds)
+    return {s: best_so_far([t.value for t in trials]) for s, trials in studies.items() if trials}
 
 
 def _reaching(curves: dict[int, np.ndarray], seeds: list[int], n: int) -> list[np.ndarray]:
@@ -93,10 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     seeds = parse_seeds(args.seeds)
     counts = [int(c) for c in args.counts.split(",")]
-    ref_path, ref_methods = _rows(args.reference)
+    ref_path, ref_methods = journal_rows(args.reference, "journal_pairs")
     source = {ref_methods[0]: ref_path}  # method -> its journal
     for spec in args.against:
-        path, methods = _rows(spec)
+        path, methods = journal_rows(spec, "journal_pairs")
         source.update(dict.fromkeys(methods, path))
     table = {m: curves(path, args.prefix, m, seeds) for m, path in source.items()}
     ref = table[ref_methods[0]]

@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> None:
         choices=["wall", "scale"],
         help="how requested ratios meet the budget (PruningObjective's budget_rule, whose "
         "default is 'scale'); 'wall' is the rule of every result before the section 'The "
-        "budget rule' of benchmarks/RECORD.md, so their commands stay as they were; 'scale' studies get a "
-        "-scale suffix",
+        "budget rule' of benchmarks/RECORD.md, so their commands stay as they were; 'scale' "
+        "studies get a -scale suffix",
     )
     p.add_argument("--val-size", type=int, default=5000, help="validation images (from train)")
     p.add_argument(
