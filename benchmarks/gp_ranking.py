@@ -28,6 +28,7 @@ import numpy as np
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial
+from scipy.optimize import minimize
 from scipy.stats import spearmanr
 import torch
 
@@ -35,7 +36,10 @@ from benchmarks._common import journal_rows
 from benchmarks._common import journal_studies
 from benchmarks._common import markdown_table
 from benchmarks._common import parse_seeds
+from optuna_bocr.sampler._gp import default_theta
 from optuna_bocr.sampler._gp import fit_gp
+from optuna_bocr.sampler._gp import FittedGP
+from optuna_bocr.sampler._gp import loss_and_gradient
 from optuna_bocr.sampler._posterior import Posterior
 
 
@@ -60,8 +64,64 @@ def unit_inputs(trials: list[FrozenTrial], actual: bool = False) -> np.ndarray:
     return np.asarray(rows, dtype=float)
 
 
+def lengthscale_groups(trials: list[FrozenTrial], mode: str) -> list[int] | None:
+    """Group index of each parameter (sorted names) whose lengthscales are tied.
+
+    Args:
+        trials: One study's complete trials, in trial order.
+        mode: ``"ard"``: one lengthscale per parameter (``None``, the sampler's GP);
+            ``"one"``: a single lengthscale; ``"clusters"``: one per group of parameters
+            that share a value in the first trial (a BOCR study's first clusters).
+    """
+    names = sorted(trials[0].distributions)
+    if mode == "ard":
+        return None
+    if mode == "one":
+        return [0] * len(names)
+    values = [trials[0].params[n] for n in names]
+    distinct = sorted(set(values))
+    return [distinct.index(v) for v in values]
+
+
+def fit_tied(x: np.ndarray, y: np.ndarray, groups: list[int]) -> FittedGP:
+    """The sampler's GP fitted with the lengthscales of each group tied into one.
+
+    The loss is the sampler's (:func:`optuna_bocr.sampler._gp.loss_and_gradient`, its
+    priors on every parameter's lengthscale), minimised over ``3 + #groups`` raw
+    hyperparameters by L-BFGS-B from the sampler's default start.
+
+    Args:
+        x: ``(n, d)`` inputs in the unit cube.
+        y: ``(n,)`` standardised values.
+        groups: ``(d,)`` group index of each input dimension.
+    """
+    tx, ty = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    index = np.asarray(groups)
+    n_groups = int(index.max()) + 1
+    full0 = default_theta(x.shape[1])
+    theta0 = np.concatenate([full0[:3], np.full(n_groups, full0[3])])
+
+    def expand(theta: np.ndarray) -> np.ndarray:
+        return np.concatenate([theta[:3], theta[3:][index]])
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        try:
+            value, grad = loss_and_gradient(expand(theta), tx, ty)
+        except RuntimeError:  # a numerically singular step: tell L-BFGS-B to back off
+            return 1e10, np.zeros_like(theta)
+        tied = np.bincount(index, weights=grad[3:], minlength=n_groups)
+        return value, np.concatenate([grad[:3], tied])
+
+    result = minimize(loss, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 150})
+    return FittedGP(tx, ty, expand(np.asarray(result.x, dtype=float)))
+
+
 def window_rank(
-    trials: list[FrozenTrial], start: int, stop: int, actual: bool = False
+    trials: list[FrozenTrial],
+    start: int,
+    stop: int,
+    actual: bool = False,
+    lengthscales: str = "ard",
 ) -> tuple[float, float] | None:
     """Spearman of the GP's posterior mean against the values of trials ``start:stop``.
 
@@ -70,6 +130,8 @@ def window_rank(
         start: The GP is fitted on ``trials[:start]``.
         stop: It ranks ``trials[start:stop]``.
         actual: Fit and rank on the ``actual_params`` ratios.
+        lengthscales: ``"ard"`` (the sampler's GP), ``"one"`` or ``"clusters"``
+            (:func:`lengthscale_groups`).
 
     Returns:
         ``(spearman, interquartile range of the ranked values)``, or ``None`` when the study
@@ -81,7 +143,9 @@ def window_rank(
     y = np.asarray([t.value for t in trials[:stop]], dtype=float)
     fit_y = y[:start]
     scale = fit_y.std() or 1.0
-    fitted, _ = fit_gp(x[:start], (fit_y - fit_y.mean()) / scale)
+    fit_y = (fit_y - fit_y.mean()) / scale
+    groups = lengthscale_groups(trials, lengthscales)
+    fitted = fit_gp(x[:start], fit_y)[0] if groups is None else fit_tied(x[:start], fit_y, groups)
     with torch.no_grad():
         mean, _ = Posterior(fitted)(torch.as_tensor(x[start:], dtype=torch.float64))
     rho = float(spearmanr(mean.numpy(), y[start:]).statistic)
@@ -116,6 +180,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default="0-4", help="seeds: N (0..N-1), a-b or a,b,...")
     p.add_argument("--windows", default="50:100", help="START:STOP[,START:STOP...]")
     p.add_argument("--inputs", choices=["proposed", "actual"], default="proposed")
+    p.add_argument(
+        "--lengthscales",
+        choices=["ard", "one", "clusters"],
+        default="ard",
+        help="ard: one per parameter, the sampler's GP; one: a single lengthscale; clusters: "
+        "one per group of parameters sharing a value in the first trial",
+    )
     args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     windows = _windows(args.windows)
@@ -129,10 +200,16 @@ def main(argv: list[str] | None = None) -> None:
             if not studies:
                 raise SystemExit(f"gp_ranking: no study {args.prefix}-{method}-seed<s> in {path}")
             for a, b in windows:
-                ranks = {s: window_rank(trials, a, b, actual) for s, trials in studies.items()}
+                ranks = {
+                    s: window_rank(trials, a, b, actual, args.lengthscales)
+                    for s, trials in studies.items()
+                }
                 rows.append(_row(method, ranks, f"{a}:{b}"))
     header = ["method", "fit on : rank to", "median Spearman", "per seed", "median IQR"]
-    print(f"GP ranking of the next trials, inputs: {args.inputs} ratios")
+    print(
+        f"GP ranking of the next trials, inputs: {args.inputs} ratios, "
+        f"lengthscales: {args.lengthscales}"
+    )
     print(markdown_table(header, rows))
 
 

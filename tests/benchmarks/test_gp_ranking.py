@@ -88,3 +88,26 @@ def test_bad_input_is_refused_with_one_line(tmp_path: Path, args: list[str], mes
     args = [a.format(log=log) for a in args]
     with pytest.raises(SystemExit, match=message):
         gp_ranking.main([*args, "--prefix", PREFIX, "--seeds", "0"])
+
+
+def test_tied_lengthscales_share_one_value_per_group(tmp_path: Path) -> None:
+    log = tmp_path / "studies.log"
+    _write(log, "m", 0, lambda x: float(np.sum(x)))
+    storage = JournalStorage(JournalFileBackend(str(log)))
+    trials = optuna.load_study(study_name=f"{PREFIX}-m-seed0", storage=storage).trials
+    # a clustered first trial: layers 0-1 share one value, layers 2-3 another
+    first = dict(zip(NAMES, [0.3, 0.3, 0.7, 0.7], strict=True))
+    trials[0] = optuna.trial.create_trial(
+        params=first, distributions=trials[0].distributions, value=float(sum(first.values()))
+    )
+    assert gp_ranking.lengthscale_groups(trials, "ard") is None
+    assert gp_ranking.lengthscale_groups(trials, "one") == [0, 0, 0, 0]
+    assert gp_ranking.lengthscale_groups(trials, "clusters") == [0, 0, 1, 1]
+    x = gp_ranking.unit_inputs(trials)
+    y = np.asarray([t.value for t in trials])
+    fitted = gp_ranking.fit_tied(x, (y - y.mean()) / y.std(), [0, 0, 1, 1])
+    ls = fitted.hyperparameters.lengthscale.numpy()
+    assert ls[0] == ls[1] and ls[2] == ls[3]
+    for mode in ("one", "clusters"):
+        rank = gp_ranking.window_rank(trials, 20, 40, lengthscales=mode)
+        assert rank is not None and rank[0] > 0.8
