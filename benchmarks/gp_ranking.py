@@ -17,12 +17,16 @@ Printed per method and window: the Spearman correlation between the posterior me
 values, per seed and their median, and the interquartile range of the window's values (in
 the objective's units: how far apart the networks to be told apart are). ``--inputs
 actual`` fits on the ratios the objective pruned to (the trial's ``actual_params`` attr)
-instead of the proposed ones.
+instead of the proposed ones; ``--lengthscales one`` or ``clusters`` ties the GP's
+lengthscales (:func:`fit_tied`), one for all parameters or one per first-stage cluster.
+Every study is loaded, and every argument checked, before the first fit; each fit says
+on stderr which study and window it is at (a fit takes seconds, a command minutes).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 import optuna
@@ -191,20 +195,25 @@ def main(argv: list[str] | None = None) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     windows = _windows(args.windows)
     seeds = parse_seeds(args.seeds)
+    if not seeds:
+        raise SystemExit(f"gp_ranking: --seeds {args.seeds!r} names no seed (N means 0..N-1)")
     specs = [journal_rows(spec, "gp_ranking") for spec in args.rows]
     actual = args.inputs == "actual"
-    rows = []
+    loaded = []
     for path, methods in specs:
         for method in methods:
             studies = journal_studies(path, args.prefix, method, seeds)
             if not studies:
                 raise SystemExit(f"gp_ranking: no study {args.prefix}-{method}-seed<s> in {path}")
-            for a, b in windows:
-                ranks = {
-                    s: window_rank(trials, a, b, actual, args.lengthscales)
-                    for s, trials in studies.items()
-                }
-                rows.append(_row(method, ranks, f"{a}:{b}"))
+            loaded.append((method, studies))
+    rows = []
+    for method, studies in loaded:
+        for a, b in windows:
+            ranks = {}
+            for s, trials in studies.items():
+                print(f"gp_ranking: {method} seed {s}, fit on {a}, rank to {b}", file=sys.stderr)
+                ranks[s] = window_rank(trials, a, b, actual, args.lengthscales)
+            rows.append(_row(method, ranks, f"{a}:{b}"))
     header = ["method", "fit on : rank to", "median Spearman", "per seed", "median IQR"]
     print(
         f"GP ranking of the next trials, inputs: {args.inputs} ratios, "

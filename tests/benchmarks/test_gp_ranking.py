@@ -80,6 +80,7 @@ def test_window_rank_reads_the_actual_ratios(tmp_path: Path) -> None:
         (["--rows", "/nonexistent/studies.log:bocr"], "no such journal file"),
         (["--rows", "{log}:bocr", "--windows", "10:5"], "a window is START:STOP"),
         (["--rows", "{log}:absent"], "no study"),
+        (["--rows", "{log}:bocr", "--seeds", "0"], "names no seed"),
     ],
 )
 def test_bad_input_is_refused_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
@@ -87,7 +88,7 @@ def test_bad_input_is_refused_with_one_line(tmp_path: Path, args: list[str], mes
     _write(log, "bocr", 0, lambda x: float(x[0]), n=5)
     args = [a.format(log=log) for a in args]
     with pytest.raises(SystemExit, match=message):
-        gp_ranking.main([*args, "--prefix", PREFIX, "--seeds", "0"])
+        gp_ranking.main(["--prefix", PREFIX, "--seeds", "1", *args])
 
 
 def test_tied_lengthscales_share_one_value_per_group(tmp_path: Path) -> None:
@@ -111,3 +112,16 @@ def test_tied_lengthscales_share_one_value_per_group(tmp_path: Path) -> None:
     for mode in ("one", "clusters"):
         rank = gp_ranking.window_rank(trials, 20, 40, lengthscales=mode)
         assert rank is not None and rank[0] > 0.8
+
+
+def test_a_missing_study_is_refused_before_any_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "studies.log"
+    _write(log, "bocr", 0, lambda x: float(x[0]), n=10)
+    with pytest.raises(SystemExit, match="no study .*-absent-seed"):
+        gp_ranking.main(
+            ["--rows", f"{log}:bocr,absent", "--prefix", PREFIX, "--seeds", "1",
+             "--windows", "5:10"]
+        )  # fmt: skip
+    assert "fit on" not in capsys.readouterr().err
