@@ -16,12 +16,17 @@ _LINK = re.compile(r"\]\(([^)\s]+)\)")
 _FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 
 
+def headings(text: str) -> list[str]:
+    """The titles of a Markdown page's headings (lines in code fences are not headings)."""
+    return [m.strip() for m in re.findall(r"^#{1,6} (.+)$", _FENCE.sub("", text), re.MULTILINE)]
+
+
 def heading_anchors(text: str) -> set[str]:
     """GitHub's anchors of a Markdown page's headings (duplicates numbered ``-1``, ``-2``)."""
     seen: dict[str, int] = {}
     anchors = set()
-    for match in re.finditer(r"^#{1,6} (.+)$", _FENCE.sub("", text), re.MULTILINE):
-        slug = re.sub(r"[^\w\- ]", "", match.group(1).strip().lower()).replace(" ", "-")
+    for title in headings(text):
+        slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
         count = seen.get(slug, 0)
         anchors.add(slug if count == 0 else f"{slug}-{count}")
         seen[slug] = count + 1
@@ -58,6 +63,10 @@ _SOURCES = sorted(
         *(ROOT / "benchmarks").glob("*.py"),
     ]
 )
+_BENCHMARK_HEADINGS = {
+    name: [" ".join(h.split()) for h in headings((ROOT / "benchmarks" / name).read_text())]
+    for name in ("README.md", "RECORD.md")
+}
 _REFERENCE = re.compile(r"benchmarks/(README|RECORD)\.md[`),\s]*\(?\s*\[?\"([^\"]+)\"")
 
 
@@ -82,16 +91,9 @@ def test_section_references_read_across_lines() -> None:
 @pytest.mark.parametrize("source", _SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_section_references_name_a_heading(source: Path) -> None:
     """Each section a text cites by title, with its file, is a heading of that file."""
-    headings = {
-        name: [
-            " ".join(h.split())
-            for h in re.findall(r"^#{1,6} (.+)$", (ROOT / "benchmarks" / name).read_text(), re.M)
-        ]
-        for name in ("README.md", "RECORD.md")
-    }
     missing = [
         f'benchmarks/{name}, "{title}"'
         for name, title in section_references(source.read_text())
-        if not any(h.startswith(title) for h in headings[name])
+        if not any(h.startswith(title) for h in _BENCHMARK_HEADINGS[name])
     ]
     assert not missing, f"{source.relative_to(ROOT)} cites no such section: " + "; ".join(missing)
