@@ -49,6 +49,10 @@ BOCR_VARIANTS = (
     "bocr-flat",
     "bocr-random",
     "bocr-paper",
+    "bocr-one",
+    "bocr-cl",
+    "bocr-key-one",
+    "bocr-key-cl",
 )
 """BOCR variants run only when named (see :data:`EXTRA_METHODS`)."""
 BOCR_METHODS = ("bocr", "bocr-clusters", "bocr-direct", "bocr-gradual") + BOCR_VARIANTS
@@ -109,7 +113,11 @@ priors (lengthscales, noise) and nothing else changed, ``gp-priors-sobol`` the s
 start-up design (10 trials of a scrambled Sobol design over all parameters instead of random
 ones), ``gp-bocr-acqf`` that with BOCR's optimisation of log-EI too (what still differs from
 ``bocr-flat`` is the GP as fitted); ``tpe-uni`` is Optuna's TPE with independent (univariate)
-densities (``tpe`` is its default, multivariate for one objective since Optuna 5)."""
+densities (``tpe`` is its default, multivariate for one objective since Optuna 5);
+``bocr-one`` and ``bocr-key-one`` are the defaults (without and with the key) whose GP ties
+the lengthscales of the stages after the first into one (``lengthscales="shared"``),
+``bocr-cl`` and ``bocr-key-cl`` into one per first-stage cluster
+(``lengthscales="clusters"``)."""
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 METHOD_PACKAGES = {"cmaes": "cmaes"}
 """Packages that a method needs beyond the package's own requirements (method -> module)."""
@@ -123,9 +131,21 @@ KEYED_METHODS = (
     "bocr-key-ts",
     "bocr-key-any",
     "bocr-key-half",
+    "bocr-key-one",
+    "bocr-key-cl",
 )
 """BOCR variants that propose no network twice (they need the objective's network key)."""
-ANY_GAIN_METHODS = ("bocr", "bocr-any", "bocr-key-any", "bocr-half", "bocr-key-half")
+ANY_GAIN_METHODS = (
+    "bocr",
+    "bocr-any",
+    "bocr-key-any",
+    "bocr-half",
+    "bocr-key-half",
+    "bocr-one",
+    "bocr-cl",
+    "bocr-key-one",
+    "bocr-key-cl",
+)
 """BOCR methods whose trust region counts any gain as a new best (the sampler's default since
 2026-12-05); every other BOCR method keeps the earlier 0.1% (``trust_region_improvement=1e-3``),
 so that its committed rows reproduce (``bocr`` is the defaults of the day)."""
@@ -163,6 +183,10 @@ METHOD_LABELS = {
     "bocr-direct": "BOCR paper, direct rollback",
     "bocr-gradual": "BOCR paper, gradual rollback",
     "bocr-paper": "BOCR paper, schedule for 200",
+    "bocr-one": "BOCR defaults, one lengthscale after the first stage",
+    "bocr-cl": "BOCR defaults, a lengthscale per cluster after the first stage",
+    "bocr-key-one": "BOCR, no network twice, one lengthscale after the first stage",
+    "bocr-key-cl": "BOCR, no network twice, a lengthscale per cluster after the first stage",
     "bocr-early": "BOCR gradual, early stagnation",
     "gp": "GPSampler",
     "gp-priors": "GPSampler, BOCR's GP priors",
@@ -249,6 +273,10 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         }
     if method == "bocr-paper":
         return dict(PAPER_SCHEDULE)
+    if method in ("bocr-one", "bocr-key-one"):
+        return {"lengthscales": "shared"}
+    if method in ("bocr-cl", "bocr-key-cl"):
+        return {"lengthscales": "clusters"}
     if method in ("bocr-gradual", "bocr-early"):
         first, second = s(100), max(s(150), s(100) + 1)  # stay strictly increasing
         start1, start2 = (30, 60) if method == "bocr-early" else (80, 130)

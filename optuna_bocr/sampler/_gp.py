@@ -259,7 +259,11 @@ class FittedGP:
 
 
 def fit_gp(
-    x: np.ndarray, y: np.ndarray, warm_start: np.ndarray | None = None
+    x: np.ndarray,
+    y: np.ndarray,
+    warm_start: np.ndarray | None = None,
+    *,
+    groups: np.ndarray | None = None,
 ) -> tuple[FittedGP, np.ndarray]:
     """Fit the GP hyperparameters by L-BFGS-B (SciPy) on the exact marginal likelihood.
 
@@ -275,12 +279,19 @@ def fit_gp(
             if they score better than the default start (then at most 5 iterations
             follow, instead of 150); ``None`` or a vector of the wrong size: the default
             start only.
+        groups: ``(d,)`` integer group of each input dimension, ``0 .. G - 1``: the
+            lengthscales of a group are tied into one (the fit runs over ``3 + G`` raw
+            hyperparameters; each dimension keeps its own lengthscale prior, so a group of
+            ``m`` dimensions weighs its prior ``m`` times). ``None``: one lengthscale per
+            dimension (ARD).
 
     Returns:
-        The fitted GP and its raw hyperparameters.
+        The fitted GP and its raw hyperparameters (always ``3 + d`` of them, tied ones
+        repeated, so that a warm start and the trust region read them as ARD's).
     """
     tx = torch.as_tensor(x, dtype=torch.float64)
     ty = torch.as_tensor(y, dtype=torch.float64)
+    tying = _Tying(x.shape[1], groups)
 
     memo: dict[bytes, tuple[float, np.ndarray]] = {}
 
@@ -294,18 +305,19 @@ def fit_gp(
 
     def _safe_loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
         try:
-            value, grad = loss_and_gradient(theta, tx, ty)
+            value, grad = loss_and_gradient(tying.expand(theta), tx, ty)
         except RuntimeError:  # A numerically singular step: tell L-BFGS-B to back off.
             return 1e10, np.zeros_like(theta)
         if not np.isfinite(value) or not np.all(np.isfinite(grad)):
             return 1e10, np.zeros_like(theta)
-        return value, grad
+        return value, tying.reduce_gradient(grad)
 
-    theta0 = default_theta(x.shape[1])
+    theta0 = tying.tie(default_theta(x.shape[1]))
     maxiter = _FIT_MAXITER
-    if warm_start is not None and warm_start.shape == theta0.shape:
-        if loss_and_grad(warm_start)[0] < loss_and_grad(theta0)[0]:
-            theta0 = np.array(warm_start, dtype=float)
+    if warm_start is not None and warm_start.shape == (x.shape[1] + 3,):
+        warm = tying.tie(np.asarray(warm_start, dtype=float))
+        if loss_and_grad(warm)[0] < loss_and_grad(theta0)[0]:
+            theta0 = warm
             maxiter = _FIT_MAXITER_WARM
     result = minimize(
         loss_and_grad,
@@ -315,5 +327,44 @@ def fit_gp(
         options={"maxiter": maxiter, "ftol": _FIT_FTOL},
     )
     best = result.x if np.isfinite(result.fun) and result.fun < 1e10 else theta0
-    best = np.asarray(best, dtype=float)
+    best = tying.expand(np.asarray(best, dtype=float))
     return FittedGP(tx, ty, best), best
+
+
+class _Tying:
+    """Maps the fit's raw hyperparameters (one lengthscale per group) to ARD's, and back.
+
+    Without groups every map is the identity.
+    """
+
+    def __init__(self, dim: int, groups: np.ndarray | None) -> None:
+        self.index: np.ndarray | None = None
+        if groups is None:
+            return
+        index = np.asarray(groups)
+        if index.shape != (dim,) or not np.issubdtype(index.dtype, np.integer):
+            raise ValueError(f"groups must be {dim} integers (one per input dimension).")
+        self.n_groups = int(index.max()) + 1 if dim else 0
+        if index.min(initial=0) < 0 or len(np.unique(index)) != self.n_groups:
+            raise ValueError("groups must number the groups 0, 1, ..., G - 1, each used.")
+        self.index = index
+        self._sizes = np.bincount(index, minlength=self.n_groups)
+
+    def expand(self, theta: np.ndarray) -> np.ndarray:
+        """``(3 + G,)`` -> ``(3 + d,)``: each dimension gets its group's raw lengthscale."""
+        if self.index is None:
+            return theta
+        return np.concatenate([theta[:3], theta[3:][self.index]])
+
+    def tie(self, theta: np.ndarray) -> np.ndarray:
+        """``(3 + d,)`` -> ``(3 + G,)``: each group's mean raw lengthscale."""
+        if self.index is None:
+            return theta
+        sums = np.bincount(self.index, weights=theta[3:], minlength=self.n_groups)
+        return np.concatenate([theta[:3], sums / self._sizes])
+
+    def reduce_gradient(self, grad: np.ndarray) -> np.ndarray:
+        """``(3 + d,)`` -> ``(3 + G,)``: a group's gradient is its dimensions' sum."""
+        if self.index is None:
+            return grad
+        return np.concatenate([grad[:3], np.bincount(self.index, weights=grad[3:])])

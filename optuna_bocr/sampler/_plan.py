@@ -67,6 +67,9 @@ class Plan:
         evaluation_keys: What the objective evaluates alike (a point whose key a trial
             already has is not proposed while a new one is found); ``None``: every point
             is a new evaluation.
+        lengthscale_groups: Per stage, the group of each variable whose GP lengthscales
+            are tied into one (:func:`~optuna_bocr.sampler._gp.fit_gp`); ``None``: one
+            lengthscale per variable. Empty: ``None`` in every stage.
     """
 
     names: tuple[str, ...]
@@ -85,6 +88,14 @@ class Plan:
     restart: Literal["incumbent", "elsewhere"] = "incumbent"
     acquisition: Literal["log_ei", "thompson"] = "log_ei"
     evaluation_keys: EvaluationKeys | None = None
+    lengthscale_groups: tuple[tuple[int, ...] | None, ...] = ()
+
+    def groups_of(self, stage: int) -> np.ndarray | None:
+        """The tied lengthscales' groups of ``stage`` (``None``: one per variable)."""
+        if stage >= len(self.lengthscale_groups):
+            return None
+        groups = self.lengthscale_groups[stage]
+        return None if groups is None else np.asarray(groups, dtype=np.intp)
 
 
 def make_plan(
@@ -106,6 +117,7 @@ def make_plan(
     incumbent: Literal["observed", "mean"],
     restart: Literal["incumbent", "elsewhere"],
     acquisition: Literal["log_ei", "thompson"],
+    lengthscales: Literal["ard", "shared", "clusters"],
     evaluation_key: EvaluationKey | None,
     top_k: int,
     n_startup_trials: int,
@@ -151,6 +163,7 @@ def make_plan(
     check_incumbent(incumbent, trust_region=trust_region)
     check_choice("restart", restart, ("incumbent", "elsewhere"))
     check_choice("acquisition", acquisition, ("log_ei", "thompson"))
+    check_choice("lengthscales", lengthscales, ("ard", "shared", "clusters"))
     schedule = make_schedule(
         dims=len(names),
         n_clusters=n_clusters,
@@ -188,5 +201,34 @@ def make_plan(
         restart=restart,
         acquisition=acquisition,
         evaluation_keys=None if evaluation_key is None else EvaluationKeys(evaluation_key, names),
+        lengthscale_groups=tied_lengthscales(lengthscales, stages.clusters),
     )
     return plan, stages
+
+
+def tied_lengthscales(
+    mode: Literal["ard", "shared", "clusters"], clusters: list[list[list[int]]]
+) -> tuple[tuple[int, ...] | None, ...]:
+    """Per stage, the group of each variable whose lengthscales are tied.
+
+    The first stage keeps one lengthscale per variable. In each later stage, ``"shared"``
+    ties all of them; ``"clusters"`` ties the variables whose parameters lie in one cluster
+    of the first stage (the stages cut one Ward tree, so each later cluster lies inside one
+    first-stage cluster); ``"ard"`` ties none.
+
+    Args:
+        mode: ``"ard"``, ``"shared"`` or ``"clusters"``.
+        clusters: Per stage, its clusters (sorted parameter indices).
+    """
+    if mode == "ard":
+        return tuple(None for _ in clusters)
+    first = {p: i for i, members in enumerate(clusters[0]) for p in members}
+    out: list[tuple[int, ...] | None] = [None]
+    for stage in clusters[1:]:
+        if mode == "shared":
+            out.append(tuple(0 for _ in stage))
+            continue
+        owners = [first[members[0]] for members in stage]
+        renumber = {c: i for i, c in enumerate(dict.fromkeys(owners))}
+        out.append(tuple(renumber[c] for c in owners))
+    return tuple(out)

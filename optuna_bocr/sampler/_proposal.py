@@ -134,6 +134,7 @@ def _propose_once(
                 trust,
                 by_mean=plan.incumbent == "mean",
                 thompson=plan.acquisition == "thompson",
+                groups=plan.groups_of(stage),
                 is_new=None if taken is None else lambda u: not taken(space.unit_to_params(u)),
             )
             _storage.write_gp_fit(study, trial, stage, theta)
@@ -272,6 +273,7 @@ def _gp_candidates(
     *,
     by_mean: bool = False,
     thompson: bool = False,
+    groups: np.ndarray | None = None,
     is_new: Callable[[np.ndarray], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit the GP, fantasise the running trials and rank candidates by log-EI.
@@ -285,14 +287,15 @@ def _gp_candidates(
     candidates in the box ranks them instead of log-EI. With ``is_new`` (whether a
     unit-cube point is a new evaluation), a box whose best candidates are all known
     evaluations (narrower than what the objective tells apart) is doubled until they are
-    not, up to the largest side.
+    not, up to the largest side. With ``groups``, the lengthscales of each group of
+    dimensions are tied into one (:func:`~optuna_bocr.sampler._gp.fit_gp`).
 
     Returns:
         The candidates (best first) and the fitted GP hyperparameters.
     """
     mu, sd = y_obs.mean(), y_obs.std()
     y_std = (y_obs - mu) / (sd if sd > 0 else 1.0)
-    model, theta = fit_gp(x_obs, y_std, warm_start)
+    model, theta = fit_gp(x_obs, y_std, warm_start, groups=groups)
     base = Posterior(model)
     posterior, fantasies = base.with_fantasies(x_pending)
     scores = y_std

@@ -165,6 +165,10 @@ class BOCRSampler(BaseSampler):
             ``100 k`` candidates (at most 2048) around the box's centre (TuRBO's; measured
             level on ResNet-20, worse on the synthetic tasks: benchmarks/RECORD.md, "Thompson
             sampling in the trust region").
+        lengthscales:
+            The GP's lengthscales in the stages after the first: ``"ard"``, one per
+            variable; ``"shared"``, one for all; ``"clusters"``, one per cluster of the
+            first stage (its finer variables share it). The first stage keeps ARD.
         evaluation_key:
             ``params -> hashable``: what the objective evaluates for a point, when many
             points give one evaluation (:meth:`optuna_bocr.pruning.PruningObjective.network_key`:
@@ -232,6 +236,7 @@ class BOCRSampler(BaseSampler):
         incumbent: Literal["observed", "mean"] = "observed",
         restart: Literal["incumbent", "elsewhere"] = "incumbent",
         acquisition: Literal["log_ei", "thompson"] = "log_ei",
+        lengthscales: Literal["ard", "shared", "clusters"] = "ard",
         evaluation_key: EvaluationKey | None = None,
         top_k: int = 10,
         n_startup_trials: int = 5,
@@ -260,6 +265,7 @@ class BOCRSampler(BaseSampler):
             incumbent=incumbent,
             restart=restart,
             acquisition=acquisition,
+            lengthscales=lengthscales,
             evaluation_key=evaluation_key,
             top_k=top_k,
             n_startup_trials=n_startup_trials,
