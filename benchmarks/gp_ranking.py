@@ -18,7 +18,8 @@ values, per seed and their median, and the interquartile range of the window's v
 the objective's units: how far apart the networks to be told apart are). ``--inputs
 actual`` fits on the ratios the objective pruned to (the trial's ``actual_params`` attr)
 instead of the proposed ones; ``--lengthscales one`` or ``clusters`` ties the GP's
-lengthscales (:func:`fit_tied`), one for all parameters or one per first-stage cluster.
+lengthscales (``fit_gp(groups=...)``, as ``BOCRSampler(lengthscales="shared" |
+"clusters")`` fits them), one for all parameters or one per first-stage cluster.
 Every study is loaded, and every argument checked, before the first fit; each fit says
 on stderr which study and window it is at (a fit takes seconds, a command minutes).
 """
@@ -32,7 +33,6 @@ import numpy as np
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial
-from scipy.optimize import minimize
 from scipy.stats import spearmanr
 import torch
 
@@ -40,10 +40,7 @@ from benchmarks._common import journal_rows
 from benchmarks._common import journal_studies
 from benchmarks._common import markdown_table
 from benchmarks._common import parse_seeds
-from optuna_bocr.sampler._gp import default_theta
 from optuna_bocr.sampler._gp import fit_gp
-from optuna_bocr.sampler._gp import FittedGP
-from optuna_bocr.sampler._gp import loss_and_gradient
 from optuna_bocr.sampler._posterior import Posterior
 
 
@@ -87,39 +84,6 @@ def lengthscale_groups(trials: list[FrozenTrial], mode: str) -> list[int] | None
     return [distinct.index(v) for v in values]
 
 
-def fit_tied(x: np.ndarray, y: np.ndarray, groups: list[int]) -> FittedGP:
-    """The sampler's GP fitted with the lengthscales of each group tied into one.
-
-    The loss is the sampler's (:func:`optuna_bocr.sampler._gp.loss_and_gradient`, its
-    priors on every parameter's lengthscale), minimised over ``3 + #groups`` raw
-    hyperparameters by L-BFGS-B from the sampler's default start.
-
-    Args:
-        x: ``(n, d)`` inputs in the unit cube.
-        y: ``(n,)`` standardised values.
-        groups: ``(d,)`` group index of each input dimension.
-    """
-    tx, ty = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
-    index = np.asarray(groups)
-    n_groups = int(index.max()) + 1
-    full0 = default_theta(x.shape[1])
-    theta0 = np.concatenate([full0[:3], np.full(n_groups, full0[3])])
-
-    def expand(theta: np.ndarray) -> np.ndarray:
-        return np.concatenate([theta[:3], theta[3:][index]])
-
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        try:
-            value, grad = loss_and_gradient(expand(theta), tx, ty)
-        except RuntimeError:  # a numerically singular step: tell L-BFGS-B to back off
-            return 1e10, np.zeros_like(theta)
-        tied = np.bincount(index, weights=grad[3:], minlength=n_groups)
-        return value, np.concatenate([grad[:3], tied])
-
-    result = minimize(loss, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 150})
-    return FittedGP(tx, ty, expand(np.asarray(result.x, dtype=float)))
-
-
 def window_rank(
     trials: list[FrozenTrial],
     start: int,
@@ -149,7 +113,7 @@ def window_rank(
     scale = fit_y.std() or 1.0
     fit_y = (fit_y - fit_y.mean()) / scale
     groups = lengthscale_groups(trials, lengthscales)
-    fitted = fit_gp(x[:start], fit_y)[0] if groups is None else fit_tied(x[:start], fit_y, groups)
+    fitted = fit_gp(x[:start], fit_y, groups=None if groups is None else np.asarray(groups))[0]
     with torch.no_grad():
         mean, _ = Posterior(fitted)(torch.as_tensor(x[start:], dtype=torch.float64))
     rho = float(spearmanr(mean.numpy(), y[start:]).statistic)
