@@ -64,8 +64,13 @@ def run_one(
     storage: str | None,
     distance: str | None,
     threads: int,
+    fallback: bool = True,
 ) -> None:
-    """Run (or resume) one (task, method, seed) study and write its JSON record."""
+    """Run (or resume) one (task, method, seed) study and write its JSON record.
+
+    ``fallback``: BOCR's ``unstructured_fallback`` (``False``: clusters even from features
+    that fail the structure test, as the sampler's and the command line's default).
+    """
     common.limit_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = common.run_path(Path(out), task_name, method, seed)
@@ -88,8 +93,9 @@ def run_one(
         bridge_clusters=task.bridge_clusters,
         distance=distance,
         # Features that fail BOCR's structure test (hartmann6-50's i.i.d. ones; the other
-        # tasks' pass it) give one variable per parameter instead of arbitrary clusters.
-        unstructured_fallback=True,
+        # tasks' pass it) give one variable per parameter instead of arbitrary clusters,
+        # unless --cluster-anyway.
+        unstructured_fallback=fallback,
     )
     if isinstance(sampler, BOCRSampler):  # What the structure test decided
         settings = {
@@ -283,6 +289,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--distance", default=None, choices=["eu", "js", "st"], help="BOCR feature distance"
     )
+    parser.add_argument(
+        "--cluster-anyway",
+        action="store_true",
+        help="BOCR clusters features that fail its structure test too (the sampler's default) "
+        "instead of searching one variable per parameter (unstructured_fallback)",
+    )
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report")
     parser.add_argument(
         "--check-optimum", action="store_true", help="print f*, f_ref and an SLSQP cross-check"
@@ -311,7 +323,17 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.report_only:
         jobs = [
-            (t, m, s, args.n_trials, str(out), args.storage, args.distance, args.threads)
+            (
+                t,
+                m,
+                s,
+                args.n_trials,
+                str(out),
+                args.storage,
+                args.distance,
+                args.threads,
+                not args.cluster_anyway,
+            )
             for t in tasks
             for m in methods
             for s in seeds

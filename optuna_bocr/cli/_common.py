@@ -41,6 +41,10 @@ DEFAULT_BUDGET_RULE = "scale"
 """``prune``'s default budget rule."""
 DEFAULT_TRUST_REGION = True
 """``BOCRSampler``'s default ``trust_region`` (kept here so that ``--help`` imports no torch)."""
+LENGTHSCALES = ("ard", "shared", "clusters")
+"""``--lengthscales`` choices: ``BOCRSampler``'s ``lengthscales`` values."""
+DEFAULT_LENGTHSCALES = "ard"
+"""``BOCRSampler``'s default ``lengthscales``."""
 STARTUP_TRIALS = 10
 """Trials before GPSampler and TPE model (Optuna's default) and before ``--pruner median``
 prunes, unless ``--n-startup-trials`` says; BOCR has its own default."""

@@ -100,8 +100,8 @@ def bocr_note(
         clusters: Per stage, the layer names of each cluster (``BOCRSampler.clusters``).
         structure_pvalue: ``BOCRSampler.structure_pvalue``.
         schedule: ``rollback_at``, ``patience``, ``patience_from``, ``narrow_on_rollback``,
-            ``observe_actual`` and ``trust_region`` as the sampler got them, to state the
-            stage-change rule (optional).
+            ``observe_actual``, ``trust_region`` and ``lengthscales`` as the sampler got
+            them, to state the stage-change rule (optional).
         sampler_name: Shown when the study did not use BOCR (no clusters).
         artifacts: File names attached to the study, listed at the end.
 
@@ -228,11 +228,15 @@ def _schedule_text(schedule: Mapping[str, Any]) -> str:
             ", and after the first stage the sampler proposes inside a box around the best "
             "trial that doubles after 3 new bests in a row and halves after a run without one"
         )
+    tied = {
+        "shared": ", and one GP lengthscale for all of them after the first stage",
+        "clusters": ", and one GP lengthscale per first-stage cluster after the first stage",
+    }.get(str(schedule.get("lengthscales")), "")
     observed = (
         "at its ratios after the FLOPs budget rule (and at its moved proposal)"
         if schedule.get("observe_actual")
         else "at the ratios the sampler proposed"
-    )
+    ) + tied
     return (
         "Stage changes: " + "; ".join(changes) + f". {bounds}; every earlier trial stays an "
         f"observation, {observed}."

@@ -23,6 +23,7 @@ from optuna_bocr.cli._common import check_writable
 from optuna_bocr.cli._common import CLIError
 from optuna_bocr.cli._common import DEFAULT_BUDGET_RULE
 from optuna_bocr.cli._common import DEFAULT_STORAGE
+from optuna_bocr.cli._common import LENGTHSCALES
 from optuna_bocr.cli._common import require_module
 from optuna_bocr.cli._common import resolve_device
 from optuna_bocr.cli._common import SAMPLERS
@@ -52,6 +53,7 @@ class PruneSettings:
     narrow_on_rollback: bool
     observe_actual: bool
     trust_region: bool | None
+    lengthscales: str | None
     unstructured_fallback: bool
     distance: Literal["eu", "js"] | None
     n_startup_trials: int | None
@@ -99,6 +101,7 @@ class PruneSettings:
             narrow_on_rollback=args.narrow_on_rollback,
             observe_actual=args.observe_actual,
             trust_region=args.trust_region,
+            lengthscales=args.lengthscales,
             unstructured_fallback=args.unstructured_fallback,
             distance=args.distance,
             n_startup_trials=args.n_startup_trials,
@@ -135,6 +138,7 @@ class PruneSettings:
                 "--narrow-on-rollback": self.narrow_on_rollback,
                 "--observe-actual": self.observe_actual,
                 "--trust-region/--no-trust-region": self.trust_region is not None,
+                "--lengthscales": self.lengthscales is not None,
                 "--unstructured-fallback": self.unstructured_fallback,
             }
             given = [flag for flag, set_ in bocr_only.items() if set_]
@@ -273,6 +277,13 @@ class PruneCommand(Command):
             help="BOCR: after the first stage, search a box around the best trial that grows "
             "after new bests and shrinks without them (TuRBO) instead of the whole range "
             "(default: on)",
+        )
+        g.add_argument(
+            "--lengthscales",
+            choices=LENGTHSCALES,
+            default=None,
+            help="BOCR: the GP's lengthscales after the first stage: ard (one per ratio, the "
+            "default), shared (one for all ratios) or clusters (one per first-stage cluster)",
         )
         g.add_argument(
             "--unstructured-fallback",

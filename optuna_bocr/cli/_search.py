@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from optuna_bocr.cli._common import CLIError
+from optuna_bocr.cli._common import DEFAULT_LENGTHSCALES
 from optuna_bocr.cli._common import DEFAULT_TRUST_REGION
 from optuna_bocr.cli._common import first_line
 from optuna_bocr.cli._common import STARTUP_TRIALS
@@ -110,6 +111,7 @@ def rollback_settings(s: PruneSettings, n_layers: int) -> dict[str, Any]:
         at = at[:n_changes]
         patience_from = [max(1, round(a * 0.8)) for a in at]
     trust_region = DEFAULT_TRUST_REGION if s.trust_region is None else s.trust_region
+    lengthscales = DEFAULT_LENGTHSCALES if s.lengthscales is None else s.lengthscales
     if s.patience is None:  # BOCRSampler's own rule: patience relative to each stage's size
         return {
             "n_clusters": k,
@@ -120,6 +122,7 @@ def rollback_settings(s: PruneSettings, n_layers: int) -> dict[str, Any]:
             "narrow_on_rollback": s.narrow_on_rollback,
             "observe_actual": s.observe_actual,
             "trust_region": trust_region,
+            "lengthscales": lengthscales,
         }
     return {
         "n_clusters": k,
@@ -130,6 +133,7 @@ def rollback_settings(s: PruneSettings, n_layers: int) -> dict[str, Any]:
         "narrow_on_rollback": s.narrow_on_rollback,
         "observe_actual": s.observe_actual,
         "trust_region": trust_region,
+        "lengthscales": lengthscales,
     }
 
 

@@ -30,6 +30,9 @@ from optuna_bocr.sampler._trust_region import check_length
 from optuna_bocr.sampler._trust_region import INIT_LENGTH
 from optuna_bocr.sampler._trust_region import RELATIVE_IMPROVEMENT
 
+LENGTHSCALE_MODES = ("ard", "shared", "clusters")
+"""``BOCRSampler``'s ``lengthscales`` values (:func:`tied_lengthscales`)."""
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -163,7 +166,7 @@ def make_plan(
     check_incumbent(incumbent, trust_region=trust_region)
     check_choice("restart", restart, ("incumbent", "elsewhere"))
     check_choice("acquisition", acquisition, ("log_ei", "thompson"))
-    check_choice("lengthscales", lengthscales, ("ard", "shared", "clusters"))
+    check_choice("lengthscales", lengthscales, LENGTHSCALE_MODES)
     schedule = make_schedule(
         dims=len(names),
         n_clusters=n_clusters,

@@ -10,7 +10,9 @@ from optuna_dashboard._note import get_note_from_system_attrs
 import pytest
 
 from optuna_bocr.cli import save_bocr_note
+from optuna_bocr.cli._common import DEFAULT_LENGTHSCALES
 from optuna_bocr.cli._common import DEFAULT_TRUST_REGION
+from optuna_bocr.cli._common import LENGTHSCALES
 from optuna_bocr.cli._note import bocr_note
 from optuna_bocr.cli._note import stage_openings
 from optuna_bocr.cli._note import upload_trial_files
@@ -93,8 +95,11 @@ def test_note_lists_clusters_stages_bounds_and_budget(tmp_path: Path) -> None:
             "narrow_on_rollback": True,
             "observe_actual": True,
             "trust_region": True,
+            "lengthscales": "shared",
         },
     )
+    assert "one GP lengthscale for all of them after the first stage" in auto
+    assert "lengthscale" not in text
     assert "or earlier, once max(6, 2 x the stage's variables) trials" in auto
     assert "at its ratios after the FLOPs budget rule" in auto
     assert "inside the range of the 10 best trials" in auto
@@ -149,6 +154,8 @@ def test_prune_schedule_options_reach_the_sampler_settings() -> None:
     assert default["narrow_on_rollback"] is False and default["rollback_at"] == [100, 150]
     assert default["observe_actual"] is False
     assert default["trust_region"] is DEFAULT_TRUST_REGION
+    assert default["lengthscales"] == DEFAULT_LENGTHSCALES
+    assert settings("--lengthscales", "shared")["lengthscales"] == "shared"
     paper = settings(
         "--patience", "20", "--narrow-on-rollback", "--observe-actual", "--no-trust-region"
     )
@@ -160,6 +167,11 @@ def test_prune_schedule_options_reach_the_sampler_settings() -> None:
 
     sampler_default = inspect.signature(BOCRSampler).parameters["trust_region"].default
     assert DEFAULT_TRUST_REGION is sampler_default
+    lengthscales = inspect.signature(BOCRSampler).parameters["lengthscales"]
+    assert DEFAULT_LENGTHSCALES == lengthscales.default
+    from optuna_bocr.sampler._plan import LENGTHSCALE_MODES
+
+    assert LENGTHSCALES == LENGTHSCALE_MODES
 
 
 def test_a_half_written_trial_does_not_look_like_another_model(tmp_path: Path) -> None:
