@@ -53,6 +53,8 @@ BOCR_VARIANTS = (
     "bocr-cl",
     "bocr-key-one",
     "bocr-key-cl",
+    "bocr-one-ard",
+    "bocr-key-one-ard",
 )
 """BOCR variants run only when named (see :data:`EXTRA_METHODS`)."""
 BOCR_METHODS = ("bocr", "bocr-clusters", "bocr-direct", "bocr-gradual") + BOCR_VARIANTS
@@ -117,7 +119,10 @@ densities (``tpe`` is its default, multivariate for one objective since Optuna 5
 ``bocr-one`` and ``bocr-key-one`` are the defaults (without and with the key) whose GP ties
 the lengthscales of the stages after the first into one (``lengthscales="shared"``),
 ``bocr-cl`` and ``bocr-key-cl`` into one per first-stage cluster
-(``lengthscales="clusters"``)."""
+(``lengthscales="clusters"``); ``bocr-one-ard`` and ``bocr-key-one-ard`` are ``bocr-one`` and
+``bocr-key-one`` whose trust region's sides are weighted by one lengthscale per variable of a
+GP fitted beside the tied one (``box_lengthscales="ard"``; with ``"model"``, as in
+``bocr-one``, the box is a cube)."""
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 METHOD_PACKAGES = {"cmaes": "cmaes"}
 """Packages that a method needs beyond the package's own requirements (method -> module)."""
@@ -133,6 +138,7 @@ KEYED_METHODS = (
     "bocr-key-half",
     "bocr-key-one",
     "bocr-key-cl",
+    "bocr-key-one-ard",
 )
 """BOCR variants that propose no network twice (they need the objective's network key)."""
 ANY_GAIN_METHODS = (
@@ -145,6 +151,8 @@ ANY_GAIN_METHODS = (
     "bocr-cl",
     "bocr-key-one",
     "bocr-key-cl",
+    "bocr-one-ard",
+    "bocr-key-one-ard",
 )
 """BOCR methods whose trust region counts any gain as a new best (the sampler's default since
 2026-12-05); every other BOCR method keeps the earlier 0.1% (``trust_region_improvement=1e-3``),
@@ -187,6 +195,8 @@ METHOD_LABELS = {
     "bocr-cl": "BOCR defaults, a lengthscale per cluster after the first stage",
     "bocr-key-one": "BOCR, no network twice, one lengthscale after the first stage",
     "bocr-key-cl": "BOCR, no network twice, a lengthscale per cluster after the first stage",
+    "bocr-one-ard": "BOCR defaults, one lengthscale after the first stage, box from ARD",
+    "bocr-key-one-ard": "BOCR, no network twice, one lengthscale, box from ARD",
     "bocr-early": "BOCR gradual, early stagnation",
     "gp": "GPSampler",
     "gp-priors": "GPSampler, BOCR's GP priors",
@@ -275,6 +285,8 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return dict(PAPER_SCHEDULE)
     if method in ("bocr-one", "bocr-key-one"):
         return {"lengthscales": "shared"}
+    if method in ("bocr-one-ard", "bocr-key-one-ard"):
+        return {"lengthscales": "shared", "box_lengthscales": "ard"}
     if method in ("bocr-cl", "bocr-key-cl"):
         return {"lengthscales": "clusters"}
     if method in ("bocr-gradual", "bocr-early"):

@@ -73,6 +73,8 @@ class Plan:
         lengthscale_groups: Per stage, the group of each variable whose GP lengthscales
             are tied into one (:func:`~optuna_bocr.sampler._gp.fit_gp`); ``None``: one
             lengthscale per variable. Empty: ``None`` in every stage.
+        box_lengthscales: With tied lengthscales, what weights the trust region's sides:
+            ``"model"``, the tied ones; ``"ard"``, one per variable, fitted beside.
     """
 
     names: tuple[str, ...]
@@ -92,6 +94,7 @@ class Plan:
     acquisition: Literal["log_ei", "thompson"] = "log_ei"
     evaluation_keys: EvaluationKeys | None = None
     lengthscale_groups: tuple[tuple[int, ...] | None, ...] = ()
+    box_lengthscales: Literal["model", "ard"] = "model"
 
     def groups_of(self, stage: int) -> np.ndarray | None:
         """The tied lengthscales' groups of ``stage`` (``None``: one per variable)."""
@@ -121,6 +124,7 @@ def make_plan(
     restart: Literal["incumbent", "elsewhere"],
     acquisition: Literal["log_ei", "thompson"],
     lengthscales: Literal["ard", "shared", "clusters"],
+    box_lengthscales: Literal["model", "ard"],
     evaluation_key: EvaluationKey | None,
     top_k: int,
     n_startup_trials: int,
@@ -167,6 +171,7 @@ def make_plan(
     check_choice("restart", restart, ("incumbent", "elsewhere"))
     check_choice("acquisition", acquisition, ("log_ei", "thompson"))
     check_choice("lengthscales", lengthscales, LENGTHSCALE_MODES)
+    check_choice("box_lengthscales", box_lengthscales, ("model", "ard"))
     schedule = make_schedule(
         dims=len(names),
         n_clusters=n_clusters,
@@ -205,6 +210,7 @@ def make_plan(
         acquisition=acquisition,
         evaluation_keys=None if evaluation_key is None else EvaluationKeys(evaluation_key, names),
         lengthscale_groups=tied_lengthscales(lengthscales, stages.clusters),
+        box_lengthscales=box_lengthscales,
     )
     return plan, stages
 

@@ -135,6 +135,7 @@ def _propose_once(
                 by_mean=plan.incumbent == "mean",
                 thompson=plan.acquisition == "thompson",
                 groups=plan.groups_of(stage),
+                box_ard=plan.box_lengthscales == "ard",
                 is_new=None if taken is None else lambda u: not taken(space.unit_to_params(u)),
             )
             _storage.write_gp_fit(study, trial, stage, theta)
@@ -274,6 +275,7 @@ def _gp_candidates(
     by_mean: bool = False,
     thompson: bool = False,
     groups: np.ndarray | None = None,
+    box_ard: bool = False,
     is_new: Callable[[np.ndarray], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit the GP, fantasise the running trials and rank candidates by log-EI.
@@ -288,14 +290,22 @@ def _gp_candidates(
     unit-cube point is a new evaluation), a box whose best candidates are all known
     evaluations (narrower than what the objective tells apart) is doubled until they are
     not, up to the largest side. With ``groups``, the lengthscales of each group of
-    dimensions are tied into one (:func:`~optuna_bocr.sampler._gp.fit_gp`).
+    dimensions are tied into one (:func:`~optuna_bocr.sampler._gp.fit_gp`); with
+    ``box_ard`` too, a GP with one lengthscale per dimension is fitted beside it (from
+    ``warm_start``) for the box's weights, and its hyperparameters are the ones returned
+    (the tied fit starts from its default each time).
 
     Returns:
         The candidates (best first) and the fitted GP hyperparameters.
     """
     mu, sd = y_obs.mean(), y_obs.std()
     y_std = (y_obs - mu) / (sd if sd > 0 else 1.0)
-    model, theta = fit_gp(x_obs, y_std, warm_start, groups=groups)
+    if groups is not None and box_ard and trust is not None:
+        model = fit_gp(x_obs, y_std, groups=groups)[0]
+        box_model, theta = fit_gp(x_obs, y_std, warm_start)
+    else:
+        model, theta = fit_gp(x_obs, y_std, warm_start, groups=groups)
+        box_model = model
     base = Posterior(model)
     posterior, fantasies = base.with_fantasies(x_pending)
     scores = y_std
@@ -311,7 +321,7 @@ def _gp_candidates(
     incumbent = float(np.max(np.concatenate([scores[[chosen]], fantasies])))
     best_inside = int(np.argmax(np.where(inside, scores, -np.inf)))
     warm = x_obs[[best_inside]] if inside.any() else x_obs[:0]
-    lengthscales = model.hyperparameters.lengthscale.detach().numpy()
+    lengthscales = box_model.hyperparameters.lengthscale.detach().numpy()
     center = x_obs[chosen]
 
     def search(region: TrustRegion | None) -> np.ndarray:

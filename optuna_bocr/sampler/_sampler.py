@@ -169,6 +169,11 @@ class BOCRSampler(BaseSampler):
             The GP's lengthscales in the stages after the first: ``"ard"``, one per
             variable; ``"shared"``, one for all; ``"clusters"``, one per cluster of the
             first stage (its finer variables share it). The first stage keeps ARD.
+        box_lengthscales:
+            With tied ``lengthscales`` and the trust region, what weights the box's sides:
+            ``"model"``, the tied lengthscales (one shared: a cube); ``"ard"``, one per
+            variable of a second GP fitted beside (TuRBO's box, as without tying), while the
+            tied GP still ranks the candidates.
         evaluation_key:
             ``params -> hashable``: what the objective evaluates for a point, when many
             points give one evaluation (:meth:`optuna_bocr.pruning.PruningObjective.network_key`:
@@ -237,6 +242,7 @@ class BOCRSampler(BaseSampler):
         restart: Literal["incumbent", "elsewhere"] = "incumbent",
         acquisition: Literal["log_ei", "thompson"] = "log_ei",
         lengthscales: Literal["ard", "shared", "clusters"] = "ard",
+        box_lengthscales: Literal["model", "ard"] = "model",
         evaluation_key: EvaluationKey | None = None,
         top_k: int = 10,
         n_startup_trials: int = 5,
@@ -266,6 +272,7 @@ class BOCRSampler(BaseSampler):
             restart=restart,
             acquisition=acquisition,
             lengthscales=lengthscales,
+            box_lengthscales=box_lengthscales,
             evaluation_key=evaluation_key,
             top_k=top_k,
             n_startup_trials=n_startup_trials,

@@ -117,9 +117,10 @@ def test_plan_ties_each_later_stage_by_first_stage_clusters() -> None:
     )
 
 
-def _study(tmp_path: Path, lengthscales: str) -> optuna.Study:
+def _study(tmp_path: Path, lengthscales: str, box: str = "model") -> optuna.Study:
     names = [f"p{i}" for i in range(6)]
     vectors = np.array([[1.0, 10], [1.1, 11], [0.9, 9], [5.0, 1], [5.2, 1.1], [4.9, 0.9]])
+    tmp_path.mkdir(exist_ok=True)
     sampler = BOCRSampler(
         {n: FloatDistribution(0.0, 1.0) for n in names},
         features=vectors,
@@ -127,6 +128,7 @@ def _study(tmp_path: Path, lengthscales: str) -> optuna.Study:
         rollback_at=(8,),
         n_startup_trials=4,
         lengthscales=lengthscales,  # type: ignore[arg-type]
+        box_lengthscales=box,  # type: ignore[arg-type]
         seed=0,
     )
     assert sampler.clusters(0) == [names[:3], names[3:]]
@@ -163,6 +165,20 @@ def test_the_sampler_fits_tied_lengthscales_after_the_first_stage(
             assert theta[3] != theta[6]
 
 
+def test_an_ard_box_beside_a_shared_lengthscale(tmp_path: Path) -> None:
+    # The stored fit is the ARD one that weights the box (and warm-starts the next); the
+    # tied GP ranks the candidates, so the proposals differ from both other modes'.
+    studies = {
+        mode: _study(tmp_path / mode, ls, box)
+        for mode, ls, box in [("cube", "shared", "model"), ("ard", "ard", "model"),
+                              ("box", "shared", "ard")]
+    }  # fmt: skip
+    later = [f[1] for t in studies["box"].trials if (f := gp_fit(t)) is not None and f[0] == 1]
+    assert len(later) >= 3 and all(np.ptp(theta[3:]) > 0 for theta in later)
+    params = {m: [t.params for t in s.trials[9:]] for m, s in studies.items()}
+    assert params["box"] != params["cube"] and params["box"] != params["ard"]
+
+
 def test_an_unknown_lengthscales_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="lengthscales must be one of 'ard', 'shared'"):
         BOCRSampler(
@@ -170,4 +186,11 @@ def test_an_unknown_lengthscales_mode_is_refused() -> None:
             features=[[0.0, 1.0], [1.0, 0.0]],
             n_clusters=1,
             lengthscales="tied",  # type: ignore[arg-type]
+        )
+    with pytest.raises(ValueError, match="box_lengthscales must be one of 'model', 'ard'"):
+        BOCRSampler(
+            {"a": FloatDistribution(0, 1), "b": FloatDistribution(0, 1)},
+            features=[[0.0, 1.0], [1.0, 0.0]],
+            n_clusters=1,
+            box_lengthscales="cube",  # type: ignore[arg-type]
         )
