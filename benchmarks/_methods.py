@@ -21,7 +21,7 @@ from optuna_bocr import BOCRSampler
 from optuna_bocr import PAPER_SCHEDULE
 from optuna_bocr.sampler._trust_region import EARLIER_IMPROVEMENT
 
-BOCR_VARIANTS = (
+_VARIANTS = (
     "bocr-early",
     "bocr-box",
     "bocr-actual",
@@ -49,6 +49,8 @@ BOCR_VARIANTS = (
     "bocr-flat",
     "bocr-random",
     "bocr-paper",
+)
+TIED_METHODS = (
     "bocr-one",
     "bocr-cl",
     "bocr-key-one",
@@ -56,6 +58,8 @@ BOCR_VARIANTS = (
     "bocr-one-ard",
     "bocr-key-one-ard",
 )
+"""The defaults with tied lengthscales after the first stage (see :data:`EXTRA_METHODS`)."""
+BOCR_VARIANTS = _VARIANTS + TIED_METHODS
 """BOCR variants run only when named (see :data:`EXTRA_METHODS`)."""
 BOCR_METHODS = ("bocr", "bocr-clusters", "bocr-direct", "bocr-gradual") + BOCR_VARIANTS
 BUDGET_SCALED_METHODS = ("bocr-direct", "bocr-gradual", "bocr-early")
@@ -147,12 +151,7 @@ ANY_GAIN_METHODS = (
     "bocr-key-any",
     "bocr-half",
     "bocr-key-half",
-    "bocr-one",
-    "bocr-cl",
-    "bocr-key-one",
-    "bocr-key-cl",
-    "bocr-one-ard",
-    "bocr-key-one-ard",
+    *TIED_METHODS,
 )
 """BOCR methods whose trust region counts any gain as a new best (the sampler's default since
 2026-12-05); every other BOCR method keeps the earlier 0.1% (``trust_region_improvement=1e-3``),

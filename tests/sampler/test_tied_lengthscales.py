@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import gpytorch
 import numpy as np
 import optuna
 from optuna.distributions import FloatDistribution
@@ -15,11 +14,10 @@ from optuna_bocr import BOCRSampler
 from optuna_bocr.sampler._gp import _Tying
 from optuna_bocr.sampler._gp import default_theta
 from optuna_bocr.sampler._gp import fit_gp
-from optuna_bocr.sampler._gp import FittedGP
 from optuna_bocr.sampler._gp import loss_and_gradient
-from optuna_bocr.sampler._gpytorch_model import gpytorch_model
 from optuna_bocr.sampler._plan import tied_lengthscales
 from optuna_bocr.sampler._storage import gp_fit
+from tests.sampler.test_gp import gpytorch_loss_and_gradient
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -33,18 +31,6 @@ def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, (y - y.mean()) / y.std()
 
 
-def _gpytorch_loss_and_gradient(theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """GPyTorch's loss and its gradient in ARD's raw hyperparameters, at ``theta``."""
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-    model = gpytorch_model(FittedGP(tx, ty, theta))
-    model.train()
-    mll = gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
-    loss = -mll(model(tx), ty)
-    loss.backward()
-    grad = np.concatenate([p.grad.reshape(-1).numpy() for p in model.parameters()])
-    return np.concatenate([[loss.item()], grad])
-
-
 def test_tied_gradient_is_gpytorch_gradient_summed_per_group() -> None:
     x, y = _data(25)
     tying = _Tying(len(GROUPS), GROUPS)
@@ -52,10 +38,10 @@ def test_tied_gradient_is_gpytorch_gradient_summed_per_group() -> None:
     full = tying.expand(tied)
     assert np.array_equal(full[3:], tied[3:][GROUPS])
     np.testing.assert_allclose(tying.tie(full), tied)
-    reference = _gpytorch_loss_and_gradient(full, x, y)
+    ref_loss, ref_grad = gpytorch_loss_and_gradient(full, x, y)
     value, grad = loss_and_gradient(full, torch.from_numpy(x), torch.from_numpy(y))
-    assert value == pytest.approx(reference[0], rel=1e-7)
-    summed = np.concatenate([reference[1:4], np.bincount(GROUPS, weights=reference[4:])])
+    assert value == pytest.approx(ref_loss, rel=1e-7)
+    summed = np.concatenate([ref_grad[:3], np.bincount(GROUPS, weights=ref_grad[3:])])
     np.testing.assert_allclose(tying.reduce_gradient(grad), summed, rtol=1e-5, atol=1e-8)
 
 
@@ -68,12 +54,12 @@ def test_tied_fit_is_a_stationary_point_of_gpytorch_loss_on_the_tie() -> None:
         assert np.ptp(ls[GROUPS == g]) == 0.0
     # The group of the three dimensions in the sine is the shortest.
     assert ls[0] < ls[2] and ls[0] < ls[3]
-    reference = _gpytorch_loss_and_gradient(theta, x, y)
-    on_tie = np.concatenate([reference[1:4], np.bincount(GROUPS, weights=reference[4:])])
+    ref_loss, ref_grad = gpytorch_loss_and_gradient(theta, x, y)
+    on_tie = np.concatenate([ref_grad[:3], np.bincount(GROUPS, weights=ref_grad[3:])])
     assert np.abs(on_tie).max() < 1e-3
     # A tie is a constraint: ARD's own fit reaches a lower loss.
     ard = fit_gp(x, y)[1]
-    assert _gpytorch_loss_and_gradient(ard, x, y)[0] < reference[0]
+    assert gpytorch_loss_and_gradient(ard, x, y)[0] < ref_loss
 
 
 def test_an_ard_warm_start_is_tied_and_a_tied_one_kept() -> None:
