@@ -283,7 +283,8 @@ class PruneCommand(Command):
             choices=LENGTHSCALES,
             default=None,
             help="BOCR: the GP's lengthscales after the first stage: ard (one per ratio, the "
-            "default), shared (one for all ratios) or clusters (one per first-stage cluster)",
+            "default), shared (one for all ratios) or clusters (one per first-stage cluster); "
+            "tied ones also shape the trust region's box (shared: a cube)",
         )
         g.add_argument(
             "--unstructured-fallback",
