@@ -59,7 +59,9 @@ TIED_METHODS = (
     "bocr-key-one-ard",
 )
 """The defaults with tied lengthscales after the first stage (see :data:`EXTRA_METHODS`)."""
-BOCR_VARIANTS = _VARIANTS + TIED_METHODS
+OUTCOME_METHODS = ("bocr-yj", "bocr-key-yj", "bocr-rank", "bocr-key-rank")
+"""The defaults whose GP is fitted on warped values (see :data:`EXTRA_METHODS`)."""
+BOCR_VARIANTS = _VARIANTS + TIED_METHODS + OUTCOME_METHODS
 """BOCR variants run only when named (see :data:`EXTRA_METHODS`)."""
 BOCR_METHODS = ("bocr", "bocr-clusters", "bocr-direct", "bocr-gradual") + BOCR_VARIANTS
 BUDGET_SCALED_METHODS = ("bocr-direct", "bocr-gradual", "bocr-early")
@@ -126,7 +128,10 @@ the lengthscales of the stages after the first into one (``lengthscales="shared"
 (``lengthscales="clusters"``); ``bocr-one-ard`` and ``bocr-key-one-ard`` are ``bocr-one`` and
 ``bocr-key-one`` whose trust region's sides are weighted by one lengthscale per variable of a
 GP fitted beside the tied one (``box_lengthscales="ard"``; with ``"model"``, as in
-``bocr-one``, the box is a cube)."""
+``bocr-one``, the box is a cube); ``bocr-yj`` and ``bocr-key-yj`` are the defaults (without
+and with the key) whose GP is fitted on the values warped by a fitted Yeo-Johnson power
+transform (``outcome_transform="yeo-johnson"``), ``bocr-rank`` and ``bocr-key-rank`` on the
+normal quantiles of their ranks (``outcome_transform="rank"``)."""
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 METHOD_PACKAGES = {"cmaes": "cmaes"}
 """Packages that a method needs beyond the package's own requirements (method -> module)."""
@@ -143,6 +148,8 @@ KEYED_METHODS = (
     "bocr-key-one",
     "bocr-key-cl",
     "bocr-key-one-ard",
+    "bocr-key-yj",
+    "bocr-key-rank",
 )
 """BOCR variants that propose no network twice (they need the objective's network key)."""
 ANY_GAIN_METHODS = (
@@ -152,6 +159,7 @@ ANY_GAIN_METHODS = (
     "bocr-half",
     "bocr-key-half",
     *TIED_METHODS,
+    *OUTCOME_METHODS,
 )
 """BOCR methods whose trust region counts any gain as a new best (the sampler's default since
 2026-12-05); every other BOCR method keeps the earlier 0.1% (``trust_region_improvement=1e-3``),
@@ -196,6 +204,10 @@ METHOD_LABELS = {
     "bocr-key-cl": "BOCR, no network twice, a lengthscale per cluster after the first stage",
     "bocr-one-ard": "BOCR defaults, one lengthscale after the first stage, box from ARD",
     "bocr-key-one-ard": "BOCR, no network twice, one lengthscale, box from ARD",
+    "bocr-yj": "BOCR defaults, GP on Yeo-Johnson-warped values",
+    "bocr-key-yj": "BOCR, no network twice, GP on Yeo-Johnson-warped values",
+    "bocr-rank": "BOCR defaults, GP on rank quantiles",
+    "bocr-key-rank": "BOCR, no network twice, GP on rank quantiles",
     "bocr-early": "BOCR gradual, early stagnation",
     "gp": "GPSampler",
     "gp-priors": "GPSampler, BOCR's GP priors",
@@ -288,6 +300,10 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {"lengthscales": "shared", "box_lengthscales": "ard"}
     if method in ("bocr-cl", "bocr-key-cl"):
         return {"lengthscales": "clusters"}
+    if method in ("bocr-yj", "bocr-key-yj"):
+        return {"outcome_transform": "yeo-johnson"}
+    if method in ("bocr-rank", "bocr-key-rank"):
+        return {"outcome_transform": "rank"}
     if method in ("bocr-gradual", "bocr-early"):
         first, second = s(100), max(s(150), s(100) + 1)  # stay strictly increasing
         start1, start2 = (30, 60) if method == "bocr-early" else (80, 130)

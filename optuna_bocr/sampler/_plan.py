@@ -20,6 +20,8 @@ from optuna_bocr.sampler._evaluation_key import EvaluationKey
 from optuna_bocr.sampler._evaluation_key import EvaluationKeys
 from optuna_bocr.sampler._features import ParameterFeatures
 from optuna_bocr.sampler._features import parse_features
+from optuna_bocr.sampler._outcome import OUTCOME_TRANSFORMS
+from optuna_bocr.sampler._outcome import OutcomeTransform
 from optuna_bocr.sampler._schedule import make_schedule
 from optuna_bocr.sampler._schedule import Schedule
 from optuna_bocr.sampler._space import StageSpace
@@ -75,6 +77,8 @@ class Plan:
             lengthscale per variable. Empty: ``None`` in every stage.
         box_lengthscales: With tied lengthscales, what weights the trust region's sides:
             ``"model"``, the tied ones; ``"ard"``, one per variable, fitted beside.
+        outcome_transform: What the GP is fitted on
+            (:func:`~optuna_bocr.sampler._outcome.transform_outcomes`).
     """
 
     names: tuple[str, ...]
@@ -95,6 +99,7 @@ class Plan:
     evaluation_keys: EvaluationKeys | None = None
     lengthscale_groups: tuple[tuple[int, ...] | None, ...] = ()
     box_lengthscales: Literal["model", "ard"] = "model"
+    outcome_transform: OutcomeTransform = "standardize"
 
     def groups_of(self, stage: int) -> np.ndarray | None:
         """The tied lengthscales' groups of ``stage`` (``None``: one per variable)."""
@@ -125,6 +130,7 @@ def make_plan(
     acquisition: Literal["log_ei", "thompson"],
     lengthscales: Literal["ard", "shared", "clusters"],
     box_lengthscales: Literal["model", "ard"],
+    outcome_transform: OutcomeTransform,
     evaluation_key: EvaluationKey | None,
     top_k: int,
     n_startup_trials: int,
@@ -172,6 +178,7 @@ def make_plan(
     check_choice("acquisition", acquisition, ("log_ei", "thompson"))
     check_choice("lengthscales", lengthscales, LENGTHSCALE_MODES)
     check_choice("box_lengthscales", box_lengthscales, ("model", "ard"))
+    check_choice("outcome_transform", outcome_transform, OUTCOME_TRANSFORMS)
     schedule = make_schedule(
         dims=len(names),
         n_clusters=n_clusters,
@@ -211,6 +218,7 @@ def make_plan(
         evaluation_keys=None if evaluation_key is None else EvaluationKeys(evaluation_key, names),
         lengthscale_groups=tied_lengthscales(lengthscales, stages.clusters),
         box_lengthscales=box_lengthscales,
+        outcome_transform=outcome_transform,
     )
     return plan, stages
 

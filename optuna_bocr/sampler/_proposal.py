@@ -26,6 +26,8 @@ from optuna_bocr.sampler._evaluation_key import TakenKeys
 from optuna_bocr.sampler._gp import fit_gp
 from optuna_bocr.sampler._history import History
 from optuna_bocr.sampler._history import read_history
+from optuna_bocr.sampler._outcome import OutcomeTransform
+from optuna_bocr.sampler._outcome import transform_outcomes
 from optuna_bocr.sampler._plan import Plan
 from optuna_bocr.sampler._posterior import Posterior
 from optuna_bocr.sampler._schedule import rollback_bounds
@@ -136,6 +138,7 @@ def _propose_once(
                 thompson=plan.acquisition == "thompson",
                 groups=plan.groups_of(stage),
                 box_ard=plan.box_lengthscales == "ard",
+                outcome=plan.outcome_transform,
                 is_new=None if taken is None else lambda u: not taken(space.unit_to_params(u)),
             )
             _storage.write_gp_fit(study, trial, stage, theta)
@@ -276,6 +279,7 @@ def _gp_candidates(
     thompson: bool = False,
     groups: np.ndarray | None = None,
     box_ard: bool = False,
+    outcome: OutcomeTransform = "standardize",
     is_new: Callable[[np.ndarray], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit the GP, fantasise the running trials and rank candidates by log-EI.
@@ -293,13 +297,13 @@ def _gp_candidates(
     dimensions are tied into one (:func:`~optuna_bocr.sampler._gp.fit_gp`); with
     ``box_ard`` too, a GP with one lengthscale per dimension is fitted beside it (from
     ``warm_start``) for the box's weights, and its hyperparameters are the ones returned
-    (the tied fit starts from its default each time).
+    (the tied fit starts from its default each time). ``outcome`` is what the GP is fitted
+    on (:func:`~optuna_bocr.sampler._outcome.transform_outcomes`).
 
     Returns:
         The candidates (best first) and the fitted GP hyperparameters.
     """
-    mu, sd = y_obs.mean(), y_obs.std()
-    y_std = (y_obs - mu) / (sd if sd > 0 else 1.0)
+    y_std = transform_outcomes(y_obs, outcome)
     if groups is not None and box_ard and trust is not None:
         model = fit_gp(x_obs, y_std, groups=groups)[0]
         box_model, theta = fit_gp(x_obs, y_std, warm_start)

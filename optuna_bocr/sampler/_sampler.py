@@ -177,6 +177,13 @@ class BOCRSampler(BaseSampler):
             ``"model"``, the tied lengthscales (one shared: a cube); ``"ard"``, one per
             variable of a second GP fitted beside (TuRBO's box, as without tying), while the
             tied GP still ranks the candidates.
+        outcome_transform:
+            What the GP is fitted on, in every stage: ``"standardize"``, the values
+            standardised; ``"yeo-johnson"``, standardised, warped by the Yeo-Johnson power
+            transform fitted to them (HEBO's) and standardised again, so that a few very bad
+            trials do not squeeze the good ones into the GP's noise; ``"rank"``, the normal
+            quantiles of their ranks (a Gaussian copula). The order of the values, and so the
+            best trial, is the same under each.
         evaluation_key:
             ``params -> hashable``: what the objective evaluates for a point, when many
             points give one evaluation (:meth:`optuna_bocr.pruning.PruningObjective.network_key`:
@@ -246,6 +253,7 @@ class BOCRSampler(BaseSampler):
         acquisition: Literal["log_ei", "thompson"] = "log_ei",
         lengthscales: Literal["ard", "shared", "clusters"] = "ard",
         box_lengthscales: Literal["model", "ard"] = "model",
+        outcome_transform: Literal["standardize", "yeo-johnson", "rank"] = "standardize",
         evaluation_key: EvaluationKey | None = None,
         top_k: int = 10,
         n_startup_trials: int = 5,
@@ -276,6 +284,7 @@ class BOCRSampler(BaseSampler):
             acquisition=acquisition,
             lengthscales=lengthscales,
             box_lengthscales=box_lengthscales,
+            outcome_transform=outcome_transform,
             evaluation_key=evaluation_key,
             top_k=top_k,
             n_startup_trials=n_startup_trials,

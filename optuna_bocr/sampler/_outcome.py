@@ -1,0 +1,62 @@
+"""What the GP is fitted on: the observed values, transformed.
+
+A pruning study's values have a long lower tail: a few networks of the start-up design
+lose tens of points while the search's later trials lie within a point of each other.
+Standardised (the mean subtracted, divided by the standard deviation) those few set the
+scale, the networks the search has to tell apart differ by a few hundredths of it, and the
+GP explains them as noise. A monotone warp that straightens the tail before standardising
+(HEBO's power transform: Cowen-Rivers et al., "HEBO: Pushing the Limits of
+Sample-Efficient Hyperparameter Optimisation", JAIR 2022), or one that keeps only the
+order (a Gaussian copula, as CMA-ES keeps only ranks), lets it resolve them; the order of
+the values, and so the best observation, is unchanged by either.
+
+Every transform returns values of mean 0 and standard deviation 1 (0 for constant
+values), the scale the GP's priors assume.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+import warnings
+
+import numpy as np
+from scipy.special import ndtri
+from scipy.stats import rankdata
+from scipy.stats import yeojohnson
+
+OUTCOME_TRANSFORMS = ("standardize", "yeo-johnson", "rank")
+"""``BOCRSampler``'s ``outcome_transform`` values (:func:`transform_outcomes`)."""
+
+OutcomeTransform = Literal["standardize", "yeo-johnson", "rank"]
+
+
+def transform_outcomes(y: np.ndarray, kind: OutcomeTransform = "standardize") -> np.ndarray:
+    """``(n,)`` the values ``y`` as the GP is fitted on them (larger stays larger).
+
+    Args:
+        y: ``(n,)`` oriented observed values (larger is better), finite.
+        kind: ``"standardize"``: mean 0, standard deviation 1. ``"yeo-johnson"``:
+            standardised, warped by the Yeo-Johnson power transform whose exponent maximises
+            the normal likelihood of the result (:func:`scipy.stats.yeojohnson`), and
+            standardised again; the standardised values if the warp is not finite.
+            ``"rank"``: the normal quantiles of the values' mid-ranks, ``(rank - 0.5) / n``
+            (ties share one), standardised.
+    """
+    y = np.asarray(y, dtype=float)
+    z = _standardize(y)
+    if kind == "standardize" or len(y) < 3 or not z.any():
+        return z
+    if kind == "rank":
+        return _standardize(ndtri((rankdata(y) - 0.5) / len(y)))
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warped = np.asarray(yeojohnson(z)[0], dtype=float)
+    if not np.all(np.isfinite(warped)):
+        return z
+    out = _standardize(warped)
+    return out if np.all(np.isfinite(out)) else z
+
+
+def _standardize(y: np.ndarray) -> np.ndarray:
+    sd = y.std()
+    return (y - y.mean()) / (sd if sd > 0 else 1.0)
