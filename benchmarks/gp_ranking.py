@@ -19,7 +19,10 @@ the objective's units: how far apart the networks to be told apart are). ``--inp
 actual`` fits on the ratios the objective pruned to (the trial's ``actual_params`` attr)
 instead of the proposed ones; ``--lengthscales one`` or ``clusters`` ties the GP's
 lengthscales (``fit_gp(groups=...)``, as ``BOCRSampler(lengthscales="shared" |
-"clusters")`` fits them), one for all parameters or one per first-stage cluster.
+"clusters")`` fits them), one for all parameters or one per first-stage cluster;
+``--outcome yeo-johnson`` or ``rank`` fits the GP on the values so transformed
+(:func:`optuna_bocr.sampler._outcome.transform_outcomes`, as
+``BOCRSampler(outcome_transform=...)`` does) instead of standardised.
 Every study is loaded, and every argument checked, before the first fit; each fit says
 on stderr which study and window it is at (a fit takes seconds, a command minutes).
 """
@@ -41,6 +44,9 @@ from benchmarks._common import journal_studies
 from benchmarks._common import markdown_table
 from benchmarks._common import parse_seeds
 from optuna_bocr.sampler._gp import fit_gp
+from optuna_bocr.sampler._outcome import OUTCOME_TRANSFORMS
+from optuna_bocr.sampler._outcome import OutcomeTransform
+from optuna_bocr.sampler._outcome import transform_outcomes
 from optuna_bocr.sampler._posterior import Posterior
 
 
@@ -90,6 +96,7 @@ def window_rank(
     stop: int,
     actual: bool = False,
     lengthscales: str = "ard",
+    outcome: OutcomeTransform = "standardize",
 ) -> tuple[float, float] | None:
     """Spearman of the GP's posterior mean against the values of trials ``start:stop``.
 
@@ -100,6 +107,7 @@ def window_rank(
         actual: Fit and rank on the ``actual_params`` ratios.
         lengthscales: ``"ard"`` (the sampler's GP), ``"one"`` or ``"clusters"``
             (:func:`lengthscale_groups`).
+        outcome: What the GP is fitted on (:func:`transform_outcomes`).
 
     Returns:
         ``(spearman, interquartile range of the ranked values)``, or ``None`` when the study
@@ -109,9 +117,7 @@ def window_rank(
         return None
     x = unit_inputs(trials[:stop], actual)
     y = np.asarray([t.value for t in trials[:stop]], dtype=float)
-    fit_y = y[:start]
-    scale = fit_y.std() or 1.0
-    fit_y = (fit_y - fit_y.mean()) / scale
+    fit_y = transform_outcomes(y[:start], outcome)
     groups = lengthscale_groups(trials, lengthscales)
     fitted = fit_gp(x[:start], fit_y, groups=None if groups is None else np.asarray(groups))[0]
     with torch.no_grad():
@@ -155,6 +161,13 @@ def main(argv: list[str] | None = None) -> None:
         help="ard: one per parameter, the sampler's GP; one: a single lengthscale; clusters: "
         "one per group of parameters sharing a value in the first trial",
     )
+    p.add_argument(
+        "--outcome",
+        choices=OUTCOME_TRANSFORMS,
+        default="standardize",
+        help="what the GP is fitted on: the values standardised (the sampler's default), "
+        "warped by a fitted Yeo-Johnson transform, or their rank quantiles",
+    )
     args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     windows = _windows(args.windows)
@@ -176,12 +189,12 @@ def main(argv: list[str] | None = None) -> None:
             ranks = {}
             for s, trials in studies.items():
                 print(f"gp_ranking: {method} seed {s}, fit on {a}, rank to {b}", file=sys.stderr)
-                ranks[s] = window_rank(trials, a, b, actual, args.lengthscales)
+                ranks[s] = window_rank(trials, a, b, actual, args.lengthscales, args.outcome)
             rows.append(_row(method, ranks, f"{a}:{b}"))
     header = ["method", "fit on : rank to", "median Spearman", "per seed", "median IQR"]
     print(
         f"GP ranking of the next trials, inputs: {args.inputs} ratios, "
-        f"lengthscales: {args.lengthscales}"
+        f"lengthscales: {args.lengthscales}, values: {args.outcome}"
     )
     print(markdown_table(header, rows))
 

@@ -45,6 +45,10 @@ LENGTHSCALES = ("ard", "shared", "clusters")
 """``--lengthscales`` choices: ``BOCRSampler``'s ``lengthscales`` values."""
 DEFAULT_LENGTHSCALES = "ard"
 """``BOCRSampler``'s default ``lengthscales``."""
+OUTCOME_TRANSFORMS = ("standardize", "yeo-johnson", "rank")
+"""``--outcome-transform`` choices: ``BOCRSampler``'s ``outcome_transform`` values."""
+DEFAULT_OUTCOME_TRANSFORM = "standardize"
+"""``BOCRSampler``'s default ``outcome_transform``."""
 STARTUP_TRIALS = 10
 """Trials before GPSampler and TPE model (Optuna's default) and before ``--pruner median``
 prunes, unless ``--n-startup-trials`` says; BOCR has its own default."""

@@ -100,8 +100,9 @@ def bocr_note(
         clusters: Per stage, the layer names of each cluster (``BOCRSampler.clusters``).
         structure_pvalue: ``BOCRSampler.structure_pvalue``.
         schedule: ``rollback_at``, ``patience``, ``patience_from``, ``narrow_on_rollback``,
-            ``observe_actual``, ``trust_region`` and ``lengthscales`` as the sampler got
-            them, to state the stage-change rule (optional).
+            ``observe_actual``, ``trust_region``, ``lengthscales`` and
+            ``outcome_transform`` as the sampler got them, to state the stage-change rule
+            (optional).
         sampler_name: Shown when the study did not use BOCR (no clusters).
         artifacts: File names attached to the study, listed at the end.
 
@@ -232,6 +233,10 @@ def _schedule_text(schedule: Mapping[str, Any]) -> str:
         "shared": ", and one GP lengthscale for all of them after the first stage",
         "clusters": ", and one GP lengthscale per first-stage cluster after the first stage",
     }.get(str(schedule.get("lengthscales")), "")
+    tied += {
+        "yeo-johnson": ", its GP fitted on the values warped by a fitted Yeo-Johnson transform",
+        "rank": ", its GP fitted on the normal quantiles of the values' ranks",
+    }.get(str(schedule.get("outcome_transform")), "")
     observed = (
         "at its ratios after the FLOPs budget rule (and at its moved proposal)"
         if schedule.get("observe_actual")

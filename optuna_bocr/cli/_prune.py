@@ -24,6 +24,7 @@ from optuna_bocr.cli._common import CLIError
 from optuna_bocr.cli._common import DEFAULT_BUDGET_RULE
 from optuna_bocr.cli._common import DEFAULT_STORAGE
 from optuna_bocr.cli._common import LENGTHSCALES
+from optuna_bocr.cli._common import OUTCOME_TRANSFORMS
 from optuna_bocr.cli._common import require_module
 from optuna_bocr.cli._common import resolve_device
 from optuna_bocr.cli._common import SAMPLERS
@@ -54,6 +55,7 @@ class PruneSettings:
     observe_actual: bool
     trust_region: bool | None
     lengthscales: str | None
+    outcome_transform: str | None
     unstructured_fallback: bool
     distance: Literal["eu", "js"] | None
     n_startup_trials: int | None
@@ -102,6 +104,7 @@ class PruneSettings:
             observe_actual=args.observe_actual,
             trust_region=args.trust_region,
             lengthscales=args.lengthscales,
+            outcome_transform=args.outcome_transform,
             unstructured_fallback=args.unstructured_fallback,
             distance=args.distance,
             n_startup_trials=args.n_startup_trials,
@@ -139,6 +142,7 @@ class PruneSettings:
                 "--observe-actual": self.observe_actual,
                 "--trust-region/--no-trust-region": self.trust_region is not None,
                 "--lengthscales": self.lengthscales is not None,
+                "--outcome-transform": self.outcome_transform is not None,
                 "--unstructured-fallback": self.unstructured_fallback,
             }
             given = [flag for flag, set_ in bocr_only.items() if set_]
@@ -285,6 +289,15 @@ class PruneCommand(Command):
             help="BOCR: the GP's lengthscales after the first stage: ard (one per ratio, the "
             "default), shared (one for all ratios) or clusters (one per first-stage cluster); "
             "tied ones also shape the trust region's box (shared: a cube)",
+        )
+        g.add_argument(
+            "--outcome-transform",
+            choices=OUTCOME_TRANSFORMS,
+            default=None,
+            help="BOCR: what the GP is fitted on: standardize (the accuracies standardised, "
+            "the default), yeo-johnson (warped by a fitted power transform first, so that a "
+            "few very bad networks do not squeeze the good ones together) or rank (the "
+            "normal quantiles of their ranks)",
         )
         g.add_argument(
             "--unstructured-fallback",

@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 
 from optuna_bocr.cli._common import CLIError
 from optuna_bocr.cli._common import DEFAULT_LENGTHSCALES
+from optuna_bocr.cli._common import DEFAULT_OUTCOME_TRANSFORM
 from optuna_bocr.cli._common import DEFAULT_TRUST_REGION
 from optuna_bocr.cli._common import first_line
 from optuna_bocr.cli._common import STARTUP_TRIALS
@@ -112,6 +113,7 @@ def rollback_settings(s: PruneSettings, n_layers: int) -> dict[str, Any]:
         patience_from = [max(1, round(a * 0.8)) for a in at]
     trust_region = DEFAULT_TRUST_REGION if s.trust_region is None else s.trust_region
     lengthscales = DEFAULT_LENGTHSCALES if s.lengthscales is None else s.lengthscales
+    outcome = DEFAULT_OUTCOME_TRANSFORM if s.outcome_transform is None else s.outcome_transform
     if s.patience is None:  # BOCRSampler's own rule: patience relative to each stage's size
         return {
             "n_clusters": k,
@@ -123,6 +125,7 @@ def rollback_settings(s: PruneSettings, n_layers: int) -> dict[str, Any]:
             "observe_actual": s.observe_actual,
             "trust_region": trust_region,
             "lengthscales": lengthscales,
+            "outcome_transform": outcome,
         }
     return {
         "n_clusters": k,
@@ -134,6 +137,7 @@ def rollback_settings(s: PruneSettings, n_layers: int) -> dict[str, Any]:
         "observe_actual": s.observe_actual,
         "trust_region": trust_region,
         "lengthscales": lengthscales,
+        "outcome_transform": outcome,
     }
 
 

@@ -120,3 +120,20 @@ def test_a_missing_study_is_refused_before_any_fit(
              "--windows", "5:10"]
         )  # fmt: skip
     assert "fit on" not in capsys.readouterr().err
+
+
+def test_warped_values_rank_a_long_tailed_objective(tmp_path: Path) -> None:
+    # Accuracy-like: a gentle slope where the first ratio is large, a cliff where it is small.
+    log = tmp_path / "studies.log"
+    _write(log, "m", 0, lambda x: float(np.sum(x) - (40.0 if x[0] < 0.3 else 0.0)), n=60)
+    storage = JournalStorage(JournalFileBackend(str(log)))
+    trials = optuna.load_study(study_name=f"{PREFIX}-m-seed0", storage=storage).trials
+    ranks = {
+        kind: gp_ranking.window_rank(trials, 30, 60, outcome=kind)
+        for kind in ("standardize", "yeo-johnson", "rank")
+    }
+    rho = {kind: r[0] for kind, r in ranks.items() if r is not None}
+    assert len(rho) == 3 and rho["standardize"] > 0.5
+    # The cliff sets the standardised scale; either warp ranks the slope's trials better.
+    assert rho["yeo-johnson"] > rho["standardize"] + 0.03
+    assert rho["rank"] > rho["standardize"] + 0.03

@@ -201,10 +201,10 @@ def test_bad_input_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     _one_line_error(
         capsys,
         ["prune", "--sampler", "gp", "--distance", "js", "--observe-actual", "--no-trust-region"]
-        + ["--lengthscales", "shared"]
+        + ["--lengthscales", "shared", "--outcome-transform", "rank"]
         + common,
-        match="--distance, --observe-actual, --trust-region/--no-trust-region, --lengthscales "
-        "only apply to --sampler bocr, not gp",
+        match="--distance, --observe-actual, --trust-region/--no-trust-region, --lengthscales, "
+        "--outcome-transform only apply to --sampler bocr, not gp",
         prefix="optuna-bocr prune: error:",
     )
     assert not (tmp_path / "x.db").exists()  # refused before the storage is touched

@@ -11,8 +11,10 @@ import pytest
 
 from optuna_bocr.cli import save_bocr_note
 from optuna_bocr.cli._common import DEFAULT_LENGTHSCALES
+from optuna_bocr.cli._common import DEFAULT_OUTCOME_TRANSFORM
 from optuna_bocr.cli._common import DEFAULT_TRUST_REGION
 from optuna_bocr.cli._common import LENGTHSCALES
+from optuna_bocr.cli._common import OUTCOME_TRANSFORMS
 from optuna_bocr.cli._note import bocr_note
 from optuna_bocr.cli._note import stage_openings
 from optuna_bocr.cli._note import upload_trial_files
@@ -96,10 +98,12 @@ def test_note_lists_clusters_stages_bounds_and_budget(tmp_path: Path) -> None:
             "observe_actual": True,
             "trust_region": True,
             "lengthscales": "shared",
+            "outcome_transform": "yeo-johnson",
         },
     )
     assert "one GP lengthscale for all of them after the first stage" in auto
     assert "lengthscale" not in text
+    assert "warped by a fitted Yeo-Johnson transform" in auto and "warped" not in text
     assert "or earlier, once max(6, 2 x the stage's variables) trials" in auto
     assert "at its ratios after the FLOPs budget rule" in auto
     assert "inside the range of the 10 best trials" in auto
@@ -156,6 +160,8 @@ def test_prune_schedule_options_reach_the_sampler_settings() -> None:
     assert default["trust_region"] is DEFAULT_TRUST_REGION
     assert default["lengthscales"] == DEFAULT_LENGTHSCALES
     assert settings("--lengthscales", "shared")["lengthscales"] == "shared"
+    assert default["outcome_transform"] == DEFAULT_OUTCOME_TRANSFORM
+    assert settings("--outcome-transform", "rank")["outcome_transform"] == "rank"
     paper = settings(
         "--patience", "20", "--narrow-on-rollback", "--observe-actual", "--no-trust-region"
     )
@@ -172,6 +178,11 @@ def test_prune_schedule_options_reach_the_sampler_settings() -> None:
     from optuna_bocr.sampler._plan import LENGTHSCALE_MODES
 
     assert LENGTHSCALES == LENGTHSCALE_MODES
+    outcome = inspect.signature(BOCRSampler).parameters["outcome_transform"]
+    assert DEFAULT_OUTCOME_TRANSFORM == outcome.default
+    from optuna_bocr.sampler._outcome import OUTCOME_TRANSFORMS as SAMPLER_TRANSFORMS
+
+    assert OUTCOME_TRANSFORMS == SAMPLER_TRANSFORMS
 
 
 def test_a_half_written_trial_does_not_look_like_another_model(tmp_path: Path) -> None:
