@@ -354,6 +354,8 @@ def make_sampler(
         kwargs: dict[str, Any] = dict(rollback_schedule(n_trials, method))
         if method not in ANY_GAIN_METHODS:  # rows made with the earlier threshold keep it
             kwargs.setdefault("trust_region_improvement", EARLIER_IMPROVEMENT)
+        if method not in OUTCOME_METHODS:  # every row before the warp fitted standardised values
+            kwargs.setdefault("outcome_transform", "standardize")
         gradual = method in ("bocr-gradual", "bocr-early", "bocr-paper")
         kwargs["bridge_clusters"] = bridge_clusters if gradual else None
         kwargs.update(

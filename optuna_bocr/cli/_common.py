@@ -47,7 +47,7 @@ DEFAULT_LENGTHSCALES = "ard"
 """``BOCRSampler``'s default ``lengthscales``."""
 OUTCOME_TRANSFORMS = ("standardize", "yeo-johnson", "rank")
 """``--outcome-transform`` choices: ``BOCRSampler``'s ``outcome_transform`` values."""
-DEFAULT_OUTCOME_TRANSFORM = "standardize"
+DEFAULT_OUTCOME_TRANSFORM = "yeo-johnson"
 """``BOCRSampler``'s default ``outcome_transform``."""
 STARTUP_TRIALS = 10
 """Trials before GPSampler and TPE model (Optuna's default) and before ``--pruner median``

@@ -294,10 +294,10 @@ class PruneCommand(Command):
             "--outcome-transform",
             choices=OUTCOME_TRANSFORMS,
             default=None,
-            help="BOCR: what the GP is fitted on: standardize (the accuracies standardised, "
-            "the default), yeo-johnson (warped by a fitted power transform first, so that a "
-            "few very bad networks do not squeeze the good ones together) or rank (the "
-            "normal quantiles of their ranks)",
+            help="BOCR: what the GP is fitted on: yeo-johnson (the accuracies warped by a "
+            "fitted power transform, so that a few very bad networks do not squeeze the good "
+            "ones together; the default), standardize (only standardised, as GPSampler) or "
+            "rank (the normal quantiles of their ranks)",
         )
         g.add_argument(
             "--unstructured-fallback",

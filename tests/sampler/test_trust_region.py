@@ -19,6 +19,7 @@ from optuna_bocr.sampler._gp import fit_gp
 from optuna_bocr.sampler._gp import FittedGP
 from optuna_bocr.sampler._gp import Hyperparameters
 from optuna_bocr.sampler._history import read_history
+from optuna_bocr.sampler._outcome import transform_outcomes
 from optuna_bocr.sampler._posterior import Posterior
 from optuna_bocr.sampler._storage import gp_fit
 from optuna_bocr.sampler._storage import stored_proposal
@@ -192,7 +193,7 @@ def test_the_sampler_proposes_inside_the_replayed_box(
         ls = Hyperparameters.from_theta(torch.from_numpy(fit[1])).lengthscale.numpy()
         centre = int(np.argmax(y))
         if incumbent == "mean":
-            y_std = torch.from_numpy((y - y.mean()) / y.std())
+            y_std = torch.from_numpy(transform_outcomes(y, "yeo-johnson"))  # the default
             gp = FittedGP(torch.from_numpy(units), y_std, fit[1])
             with torch.no_grad():
                 means = Posterior(gp)(torch.from_numpy(units))[0].numpy()
