@@ -1,7 +1,8 @@
 """What the GP is fitted on: the observed values, transformed.
 
 A pruning study's values have a long lower tail: a few networks of the start-up design
-lose tens of points while the search's later trials lie within a point of each other.
+score ten to twenty points below the rest while the search's later trials lie within a
+point of each other.
 Standardised (the mean subtracted, divided by the standard deviation) those few set the
 scale, the networks the search has to tell apart differ by a few hundredths of it, and the
 GP explains them as noise. A monotone warp that straightens the tail before standardising
