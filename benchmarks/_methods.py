@@ -59,7 +59,14 @@ TIED_METHODS = (
     "bocr-key-one-ard",
 )
 """The defaults with tied lengthscales after the first stage (see :data:`EXTRA_METHODS`)."""
-OUTCOME_METHODS = ("bocr-yj", "bocr-key-yj", "bocr-rank", "bocr-key-rank")
+OUTCOME_METHODS = (
+    "bocr-yj",
+    "bocr-key-yj",
+    "bocr-rank",
+    "bocr-key-rank",
+    "bocr-yj-late",
+    "bocr-key-yj-late",
+)
 """The defaults whose GP is fitted on warped values (see :data:`EXTRA_METHODS`)."""
 BOCR_VARIANTS = _VARIANTS + TIED_METHODS + OUTCOME_METHODS
 """BOCR variants run only when named (see :data:`EXTRA_METHODS`)."""
@@ -131,7 +138,9 @@ GP fitted beside the tied one (``box_lengthscales="ard"``; with ``"model"``, as 
 ``bocr-one``, the box is a cube); ``bocr-yj`` and ``bocr-key-yj`` are the defaults (without
 and with the key) whose GP is fitted on the values warped by a fitted Yeo-Johnson power
 transform (``outcome_transform="yeo-johnson"``), ``bocr-rank`` and ``bocr-key-rank`` on the
-normal quantiles of their ranks (``outcome_transform="rank"``)."""
+normal quantiles of their ranks (``outcome_transform="rank"``); ``bocr-yj-late`` and
+``bocr-key-yj-late`` fit the first stage on standardised values and the later ones on the
+warped values (``outcome_transform="yeo-johnson-after-first"``)."""
 KNOWN_METHODS = ALL_METHODS + EXTRA_METHODS
 METHOD_PACKAGES = {"cmaes": "cmaes"}
 """Packages that a method needs beyond the package's own requirements (method -> module)."""
@@ -150,6 +159,7 @@ KEYED_METHODS = (
     "bocr-key-one-ard",
     "bocr-key-yj",
     "bocr-key-rank",
+    "bocr-key-yj-late",
 )
 """BOCR variants that propose no network twice (they need the objective's network key)."""
 ANY_GAIN_METHODS = (
@@ -208,6 +218,8 @@ METHOD_LABELS = {
     "bocr-key-yj": "BOCR, no network twice, GP on Yeo-Johnson-warped values",
     "bocr-rank": "BOCR defaults, GP on rank quantiles",
     "bocr-key-rank": "BOCR, no network twice, GP on rank quantiles",
+    "bocr-yj-late": "BOCR defaults, GP on warped values after the first stage",
+    "bocr-key-yj-late": "BOCR, no network twice, GP on warped values after the first stage",
     "bocr-early": "BOCR gradual, early stagnation",
     "gp": "GPSampler",
     "gp-priors": "GPSampler, BOCR's GP priors",
@@ -304,6 +316,8 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {"outcome_transform": "yeo-johnson"}
     if method in ("bocr-rank", "bocr-key-rank"):
         return {"outcome_transform": "rank"}
+    if method in ("bocr-yj-late", "bocr-key-yj-late"):
+        return {"outcome_transform": "yeo-johnson-after-first"}
     if method in ("bocr-gradual", "bocr-early"):
         first, second = s(100), max(s(150), s(100) + 1)  # stay strictly increasing
         start1, start2 = (30, 60) if method == "bocr-early" else (80, 130)

@@ -45,7 +45,7 @@ LENGTHSCALES = ("ard", "shared", "clusters")
 """``--lengthscales`` choices: ``BOCRSampler``'s ``lengthscales`` values."""
 DEFAULT_LENGTHSCALES = "ard"
 """``BOCRSampler``'s default ``lengthscales``."""
-OUTCOME_TRANSFORMS = ("standardize", "yeo-johnson", "rank")
+OUTCOME_TRANSFORMS = ("standardize", "yeo-johnson", "rank", "yeo-johnson-after-first")
 """``--outcome-transform`` choices: ``BOCRSampler``'s ``outcome_transform`` values."""
 DEFAULT_OUTCOME_TRANSFORM = "yeo-johnson"
 """``BOCRSampler``'s default ``outcome_transform``."""

@@ -236,6 +236,8 @@ def _schedule_text(schedule: Mapping[str, Any]) -> str:
     tied += {
         "yeo-johnson": ", its GP fitted on the values warped by a fitted Yeo-Johnson transform",
         "rank": ", its GP fitted on the normal quantiles of the values' ranks",
+        "yeo-johnson-after-first": ", its GP fitted after the first stage on the values "
+        "warped by a fitted Yeo-Johnson transform",
     }.get(str(schedule.get("outcome_transform")), "")
     observed = (
         "at its ratios after the FLOPs budget rule (and at its moved proposal)"

@@ -296,8 +296,9 @@ class PruneCommand(Command):
             default=None,
             help="BOCR: what the GP is fitted on: yeo-johnson (the accuracies warped by a "
             "fitted power transform, so that a few very bad networks do not squeeze the good "
-            "ones together; the default), standardize (only standardised, as GPSampler) or "
-            "rank (the normal quantiles of their ranks)",
+            "ones together; the default), standardize (only standardised, as GPSampler), "
+            "rank (the normal quantiles of their ranks) or yeo-johnson-after-first "
+            "(standardised in the first, clustered stage, warped after it)",
         )
         g.add_argument(
             "--unstructured-fallback",

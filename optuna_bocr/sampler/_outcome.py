@@ -13,6 +13,13 @@ the values, and so the best observation, is unchanged by either.
 
 Every transform returns values of mean 0 and standard deviation 1 (0 for constant
 values), the scale the GP's priors assume.
+
+A sampler's choice may also name a transform per stage (:func:`stage_outcome`):
+``"yeo-johnson-after-first"`` fits the first, clustered stage of a schedule of several on
+the standardised values and the later ones on the warped values. In a coarse stage whose
+clusters cannot reach the optimum, the warped GP resolves the tiny gains among its
+near-equal values, keeps finding new bests and so holds the search there longer; the finer
+stages are where the warp tells near-equal networks apart.
 """
 
 from __future__ import annotations
@@ -29,6 +36,24 @@ OUTCOME_TRANSFORMS = ("standardize", "yeo-johnson", "rank")
 """``BOCRSampler``'s ``outcome_transform`` values (:func:`transform_outcomes`)."""
 
 OutcomeTransform = Literal["standardize", "yeo-johnson", "rank"]
+
+AFTER_FIRST_STAGE = "yeo-johnson-after-first"
+OUTCOME_CHOICES = (*OUTCOME_TRANSFORMS, AFTER_FIRST_STAGE)
+"""``BOCRSampler``'s ``outcome_transform`` choices (:func:`stage_outcome`)."""
+
+OutcomeChoice = Literal["standardize", "yeo-johnson", "rank", "yeo-johnson-after-first"]
+
+
+def stage_outcome(choice: OutcomeChoice, stage: int, n_stages: int) -> OutcomeTransform:
+    """The transform that ``choice`` fits stage ``stage`` (of ``n_stages``) on.
+
+    ``"yeo-johnson-after-first"``: ``"standardize"`` in the first stage of a schedule of
+    several, ``"yeo-johnson"`` in the others (and in a schedule of one stage); any other
+    choice: itself in every stage.
+    """
+    if choice == "yeo-johnson-after-first":
+        return "standardize" if stage == 0 and n_stages > 1 else "yeo-johnson"
+    return choice
 
 
 def transform_outcomes(y: np.ndarray, kind: OutcomeTransform = "standardize") -> np.ndarray:

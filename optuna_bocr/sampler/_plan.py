@@ -20,8 +20,10 @@ from optuna_bocr.sampler._evaluation_key import EvaluationKey
 from optuna_bocr.sampler._evaluation_key import EvaluationKeys
 from optuna_bocr.sampler._features import ParameterFeatures
 from optuna_bocr.sampler._features import parse_features
-from optuna_bocr.sampler._outcome import OUTCOME_TRANSFORMS
+from optuna_bocr.sampler._outcome import OUTCOME_CHOICES
+from optuna_bocr.sampler._outcome import OutcomeChoice
 from optuna_bocr.sampler._outcome import OutcomeTransform
+from optuna_bocr.sampler._outcome import stage_outcome
 from optuna_bocr.sampler._schedule import make_schedule
 from optuna_bocr.sampler._schedule import Schedule
 from optuna_bocr.sampler._space import StageSpace
@@ -77,8 +79,8 @@ class Plan:
             lengthscale per variable. Empty: ``None`` in every stage.
         box_lengthscales: With tied lengthscales, what weights the trust region's sides:
             ``"model"``, the tied ones; ``"ard"``, one per variable, fitted beside.
-        outcome_transform: What the GP is fitted on
-            (:func:`~optuna_bocr.sampler._outcome.transform_outcomes`).
+        outcome_transform: What the GP is fitted on, per stage
+            (:func:`~optuna_bocr.sampler._outcome.stage_outcome`).
     """
 
     names: tuple[str, ...]
@@ -99,7 +101,11 @@ class Plan:
     evaluation_keys: EvaluationKeys | None = None
     lengthscale_groups: tuple[tuple[int, ...] | None, ...] = ()
     box_lengthscales: Literal["model", "ard"] = "model"
-    outcome_transform: OutcomeTransform = "standardize"
+    outcome_transform: OutcomeChoice = "standardize"
+
+    def outcome_of(self, stage: int) -> OutcomeTransform:
+        """What the GP of ``stage`` is fitted on."""
+        return stage_outcome(self.outcome_transform, stage, self.schedule.n_stages)
 
     def groups_of(self, stage: int) -> np.ndarray | None:
         """The tied lengthscales' groups of ``stage`` (``None``: one per variable)."""
@@ -130,7 +136,7 @@ def make_plan(
     acquisition: Literal["log_ei", "thompson"],
     lengthscales: Literal["ard", "shared", "clusters"],
     box_lengthscales: Literal["model", "ard"],
-    outcome_transform: OutcomeTransform,
+    outcome_transform: OutcomeChoice,
     evaluation_key: EvaluationKey | None,
     top_k: int,
     n_startup_trials: int,
@@ -178,7 +184,7 @@ def make_plan(
     check_choice("acquisition", acquisition, ("log_ei", "thompson"))
     check_choice("lengthscales", lengthscales, LENGTHSCALE_MODES)
     check_choice("box_lengthscales", box_lengthscales, ("model", "ard"))
-    check_choice("outcome_transform", outcome_transform, OUTCOME_TRANSFORMS)
+    check_choice("outcome_transform", outcome_transform, OUTCOME_CHOICES)
     schedule = make_schedule(
         dims=len(names),
         n_clusters=n_clusters,

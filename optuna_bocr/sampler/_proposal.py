@@ -138,7 +138,7 @@ def _propose_once(
                 thompson=plan.acquisition == "thompson",
                 groups=plan.groups_of(stage),
                 box_ard=plan.box_lengthscales == "ard",
-                outcome=plan.outcome_transform,
+                outcome=plan.outcome_of(stage),
                 is_new=None if taken is None else lambda u: not taken(space.unit_to_params(u)),
             )
             _storage.write_gp_fit(study, trial, stage, theta)

@@ -23,6 +23,7 @@ import torch
 from optuna_bocr.sampler import _storage
 from optuna_bocr.sampler._evaluation_key import EvaluationKey
 from optuna_bocr.sampler._features import ParameterFeatures
+from optuna_bocr.sampler._outcome import OutcomeChoice
 from optuna_bocr.sampler._plan import make_plan
 from optuna_bocr.sampler._proposal import Proposal
 from optuna_bocr.sampler._proposal import propose
@@ -256,7 +257,7 @@ class BOCRSampler(BaseSampler):
         acquisition: Literal["log_ei", "thompson"] = "log_ei",
         lengthscales: Literal["ard", "shared", "clusters"] = "ard",
         box_lengthscales: Literal["model", "ard"] = "model",
-        outcome_transform: Literal["standardize", "yeo-johnson", "rank"] = "yeo-johnson",
+        outcome_transform: OutcomeChoice = "yeo-johnson",
         evaluation_key: EvaluationKey | None = None,
         top_k: int = 10,
         n_startup_trials: int = 5,

@@ -180,7 +180,7 @@ def test_prune_schedule_options_reach_the_sampler_settings() -> None:
     assert LENGTHSCALES == LENGTHSCALE_MODES
     outcome = inspect.signature(BOCRSampler).parameters["outcome_transform"]
     assert DEFAULT_OUTCOME_TRANSFORM == outcome.default
-    from optuna_bocr.sampler._outcome import OUTCOME_TRANSFORMS as SAMPLER_TRANSFORMS
+    from optuna_bocr.sampler._outcome import OUTCOME_CHOICES as SAMPLER_TRANSFORMS
 
     assert OUTCOME_TRANSFORMS == SAMPLER_TRANSFORMS
 

@@ -11,7 +11,9 @@ import pytest
 from scipy.stats import norm
 
 from optuna_bocr import BOCRSampler
+from optuna_bocr.keys import STAGE_KEY
 from optuna_bocr.sampler._outcome import OUTCOME_TRANSFORMS
+from optuna_bocr.sampler._outcome import stage_outcome
 from optuna_bocr.sampler._outcome import transform_outcomes
 from optuna_bocr.sampler._storage import gp_fit
 
@@ -89,6 +91,31 @@ def test_the_sampler_fits_its_gp_on_the_transformed_values(tmp_path: Path) -> No
     params = {k: [t.params for t in s.trials] for k, s in studies.items()}
     assert params["standardize"][:4] == params["yeo-johnson"][:4]
     assert params["standardize"][4:] != params["yeo-johnson"][4:]
+
+
+def test_after_first_warps_every_stage_but_the_first_of_several() -> None:
+    after = "yeo-johnson-after-first"
+    assert [stage_outcome(after, s, 3) for s in range(3)] == [
+        "standardize",
+        "yeo-johnson",
+        "yeo-johnson",
+    ]
+    assert stage_outcome(after, 0, 1) == "yeo-johnson"  # one stage: nothing coarse to spare
+    assert [stage_outcome("rank", s, 2) for s in range(2)] == ["rank", "rank"]
+
+
+def test_after_first_fits_the_first_stage_standardised_and_the_next_warped(
+    tmp_path: Path,
+) -> None:
+    studies = {k: _study(tmp_path, k) for k in ("standardize", "yeo-johnson-after-first")}
+    params = {k: [t.params for t in s.trials] for k, s in studies.items()}
+    stages = [t.user_attrs[STAGE_KEY] for t in studies["standardize"].trials]
+    second = stages.index(1)  # the first stage has GP proposals (from trial 4) before it
+    assert second > 4 and set(stages[second:]) == {1}
+    # The first stage is the standardised GP's, trial for trial; from the second stage's
+    # first trial on the warp changes the proposals.
+    assert params["standardize"][:second] == params["yeo-johnson-after-first"][:second]
+    assert params["standardize"][second] != params["yeo-johnson-after-first"][second]
 
 
 def test_an_unknown_outcome_transform_is_refused() -> None:
