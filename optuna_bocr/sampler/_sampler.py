@@ -179,15 +179,19 @@ class BOCRSampler(BaseSampler):
             variable of a second GP fitted beside (TuRBO's box, as without tying), while the
             tied GP still ranks the candidates.
         outcome_transform:
-            What the GP is fitted on, in every stage: ``"yeo-johnson"``, the values
+            What the GP is fitted on: ``"yeo-johnson"``, the values
             standardised, warped by the Yeo-Johnson power transform fitted to them (HEBO's)
             and standardised again, so that a few very bad trials do not squeeze the good
             ones into the GP's noise; ``"standardize"``, the values standardised (Optuna's
             GPSampler, and this sampler until 2026-12-06); ``"rank"``, the normal quantiles
             of their ranks (a Gaussian copula). The order of the values, and so the best
-            trial, is the same under each. The warp measured +0.17 points at 100 trials on
-            ResNet-20 (9 seeds) and +0.20 at 25 on ResNet-56 (5 seeds), level at 50
-            (benchmarks/RECORD.md, "The GP on warped values").
+            trial, is the same under each. ``"yeo-johnson-after-first"`` fits the first
+            stage of a schedule of several on standardised values and the later ones on
+            warped values. The warp measured +0.17 points at 100 trials on ResNet-20 (9
+            seeds) and +0.20 at 25 on ResNet-56, +0.11 at 100 (5 seeds), where it leads
+            CMA-ES by +0.29 (benchmarks/RECORD.md, "The GP on warped values"); warping only
+            after the first stage spared synthetic misleading27 but was behind on ResNet-20
+            ("The GP on warped values after the first stage only").
         evaluation_key:
             ``params -> hashable``: what the objective evaluates for a point, when many
             points give one evaluation (:meth:`optuna_bocr.pruning.PruningObjective.network_key`:

@@ -108,6 +108,14 @@ def test_note_lists_clusters_stages_bounds_and_budget(tmp_path: Path) -> None:
     assert "at its ratios after the FLOPs budget rule" in auto
     assert "inside the range of the 10 best trials" in auto
     assert "a box around the best trial" in auto and "a box around" not in text
+    late = bocr_note(
+        study,
+        stage_sizes=[2, 4],
+        clusters=CLUSTERS,
+        structure_pvalue=0.05,
+        schedule={"rollback_at": [3], "outcome_transform": "yeo-johnson-after-first"},
+    )
+    assert "its GP fitted after the first stage on the values warped" in late
     high = bocr_note(study, stage_sizes=[2, 4], clusters=CLUSTERS, structure_pvalue=0.6)
     assert "do not group the layers better than chance" in high
     assert "Not tested" in bocr_note(study, stage_sizes=[4], clusters=CLUSTERS[1:])
@@ -162,6 +170,8 @@ def test_prune_schedule_options_reach_the_sampler_settings() -> None:
     assert settings("--lengthscales", "shared")["lengthscales"] == "shared"
     assert default["outcome_transform"] == DEFAULT_OUTCOME_TRANSFORM
     assert settings("--outcome-transform", "rank")["outcome_transform"] == "rank"
+    late = settings("--outcome-transform", "yeo-johnson-after-first")
+    assert late["outcome_transform"] == "yeo-johnson-after-first"
     paper = settings(
         "--patience", "20", "--narrow-on-rollback", "--observe-actual", "--no-trust-region"
     )
