@@ -16,10 +16,10 @@ values), the scale the GP's priors assume.
 
 A sampler's choice may also name a transform per stage (:func:`stage_outcome`):
 ``"yeo-johnson-after-first"`` fits the first, clustered stage of a schedule of several on
-the standardised values and the later ones on the warped values. In a coarse stage whose
-clusters cannot reach the optimum, the warped GP resolves the tiny gains among its
-near-equal values, keeps finding new bests and so holds the search there longer (on
-synthetic misleading27 a median 29.5 trials instead of 18.5). Warped only after it, that
+the standardised values and the later ones on the warped values. A warped GP holds the
+search longer in a coarse stage whose clusters cannot reach the optimum (on synthetic
+misleading27 a median 29.5 trials instead of 18.5), likely because it resolves tiny gains
+among the stage's near-equal values and each is a new best. Warped only after it, that
 task ends level with GPSampler, but on a pruned ResNet-20 the search was behind the warp
 throughout, so it is an option, not the default (benchmarks/RECORD.md).
 """
