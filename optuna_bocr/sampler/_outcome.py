@@ -39,8 +39,7 @@ OUTCOME_TRANSFORMS = ("standardize", "yeo-johnson", "rank")
 
 OutcomeTransform = Literal["standardize", "yeo-johnson", "rank"]
 
-AFTER_FIRST_STAGE = "yeo-johnson-after-first"
-OUTCOME_CHOICES = (*OUTCOME_TRANSFORMS, AFTER_FIRST_STAGE)
+OUTCOME_CHOICES = (*OUTCOME_TRANSFORMS, "yeo-johnson-after-first")
 """``BOCRSampler``'s ``outcome_transform`` choices (:func:`stage_outcome`)."""
 
 OutcomeChoice = Literal["standardize", "yeo-johnson", "rank", "yeo-johnson-after-first"]
