@@ -68,7 +68,9 @@ OUTCOME_METHODS = (
     "bocr-key-yj-late",
 )
 """The defaults whose GP is fitted on warped values (see :data:`EXTRA_METHODS`)."""
-BOCR_VARIANTS = _VARIANTS + TIED_METHODS + OUTCOME_METHODS
+GAIN_METHODS = {f"bocr{key}-yj-gain{pct}": pct / 100 for key in ("", "-key") for pct in (2, 5, 10)}
+"""The warped GP with a stage patience that ignores small gains: method -> patience_gain."""
+BOCR_VARIANTS = _VARIANTS + TIED_METHODS + OUTCOME_METHODS + tuple(GAIN_METHODS)
 """BOCR variants run only when named (see :data:`EXTRA_METHODS`)."""
 BOCR_METHODS = ("bocr", "bocr-clusters", "bocr-direct", "bocr-gradual") + BOCR_VARIANTS
 BUDGET_SCALED_METHODS = ("bocr-direct", "bocr-gradual", "bocr-early")
@@ -160,6 +162,7 @@ KEYED_METHODS = (
     "bocr-key-yj",
     "bocr-key-rank",
     "bocr-key-yj-late",
+    *(m for m in GAIN_METHODS if "-key" in m),
 )
 """BOCR variants that propose no network twice (they need the objective's network key)."""
 ANY_GAIN_METHODS = (
@@ -170,6 +173,7 @@ ANY_GAIN_METHODS = (
     "bocr-key-half",
     *TIED_METHODS,
     *OUTCOME_METHODS,
+    *GAIN_METHODS,
 )
 """BOCR methods whose trust region counts any gain as a new best (the sampler's default since
 2026-12-05); every other BOCR method keeps the earlier 0.1% (``trust_region_improvement=1e-3``),
@@ -220,6 +224,11 @@ METHOD_LABELS = {
     "bocr-key-rank": "BOCR, no network twice, GP on rank quantiles",
     "bocr-yj-late": "BOCR defaults, GP on warped values after the first stage",
     "bocr-key-yj-late": "BOCR, no network twice, GP on warped values after the first stage",
+    **{
+        m: f"BOCR{', no network twice,' if '-key' in m else ' defaults,'} warped GP, "
+        f"patience ignores gains below {round(g * 100)}% of the lead over the median"
+        for m, g in GAIN_METHODS.items()
+    },
     "bocr-early": "BOCR gradual, early stagnation",
     "gp": "GPSampler",
     "gp-priors": "GPSampler, BOCR's GP priors",
@@ -318,6 +327,8 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
         return {"outcome_transform": "rank"}
     if method in ("bocr-yj-late", "bocr-key-yj-late"):
         return {"outcome_transform": "yeo-johnson-after-first"}
+    if method in GAIN_METHODS:
+        return {"outcome_transform": "yeo-johnson", "patience_gain": GAIN_METHODS[method]}
     if method in ("bocr-gradual", "bocr-early"):
         first, second = s(100), max(s(150), s(100) + 1)  # stay strictly increasing
         start1, start2 = (30, 60) if method == "bocr-early" else (80, 130)
@@ -370,6 +381,7 @@ def make_sampler(
             kwargs.setdefault("trust_region_improvement", EARLIER_IMPROVEMENT)
         if method not in OUTCOME_METHODS:  # every row before the warp fitted standardised values
             kwargs.setdefault("outcome_transform", "standardize")
+        kwargs.setdefault("patience_gain", 0.0)  # any gain a new best for the stage patience
         gradual = method in ("bocr-gradual", "bocr-early", "bocr-paper")
         kwargs["bridge_clusters"] = bridge_clusters if gradual else None
         kwargs.update(

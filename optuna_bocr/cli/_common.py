@@ -49,6 +49,8 @@ OUTCOME_TRANSFORMS = ("standardize", "yeo-johnson", "rank", "yeo-johnson-after-f
 """``--outcome-transform`` choices: ``BOCRSampler``'s ``outcome_transform`` values."""
 DEFAULT_OUTCOME_TRANSFORM = "yeo-johnson"
 """``BOCRSampler``'s default ``outcome_transform``."""
+DEFAULT_PATIENCE_GAIN = 0.05
+"""``BOCRSampler``'s default ``patience_gain``."""
 STARTUP_TRIALS = 10
 """Trials before GPSampler and TPE model (Optuna's default) and before ``--pruner median``
 prunes, unless ``--n-startup-trials`` says; BOCR has its own default."""

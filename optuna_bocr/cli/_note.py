@@ -217,6 +217,13 @@ def _schedule_text(schedule: Mapping[str, Any]) -> str:
         elif patience and i < len(since):
             text += f" (from trial {since[i]} on, after {patience} trials without a new best)"
         changes.append(text)
+    gain = schedule.get("patience_gain")
+    crumbs = (
+        f" (for the patience, a trial is a new best when it beats the last one by more than "
+        f"{gain:g} x that best's lead over the median of the trials before it)"
+        if patience and gain
+        else ""
+    )
     if schedule.get("narrow_on_rollback"):
         bounds = (
             "Each new stage searches inside the range of the 10 best trials so far (plus 5% "
@@ -245,8 +252,8 @@ def _schedule_text(schedule: Mapping[str, Any]) -> str:
         else "at the ratios the sampler proposed"
     ) + tied
     return (
-        "Stage changes: " + "; ".join(changes) + f". {bounds}; every earlier trial stays an "
-        f"observation, {observed}."
+        "Stage changes: " + "; ".join(changes) + f"{crumbs}. {bounds}; every earlier trial "
+        f"stays an observation, {observed}."
     )
 
 

@@ -22,6 +22,7 @@ from optuna_bocr.cli._common import check_model_name
 from optuna_bocr.cli._common import check_writable
 from optuna_bocr.cli._common import CLIError
 from optuna_bocr.cli._common import DEFAULT_BUDGET_RULE
+from optuna_bocr.cli._common import DEFAULT_PATIENCE_GAIN
 from optuna_bocr.cli._common import DEFAULT_STORAGE
 from optuna_bocr.cli._common import LENGTHSCALES
 from optuna_bocr.cli._common import OUTCOME_TRANSFORMS
@@ -51,6 +52,7 @@ class PruneSettings:
     bridge_clusters: str | list[int]
     rollback_at: str | list[int]
     patience: int | None
+    patience_gain: float | None
     narrow_on_rollback: bool
     observe_actual: bool
     trust_region: bool | None
@@ -100,6 +102,7 @@ class PruneSettings:
             bridge_clusters=args.bridge_clusters,
             rollback_at=args.rollback_at,
             patience=args.patience,
+            patience_gain=args.patience_gain,
             narrow_on_rollback=args.narrow_on_rollback,
             observe_actual=args.observe_actual,
             trust_region=args.trust_region,
@@ -138,6 +141,7 @@ class PruneSettings:
             bocr_only = {
                 "--distance": self.distance is not None,
                 "--patience": self.patience is not None,
+                "--patience-gain": self.patience_gain is not None,
                 "--narrow-on-rollback": self.narrow_on_rollback,
                 "--observe-actual": self.observe_actual,
                 "--trust-region/--no-trust-region": self.trust_region is not None,
@@ -261,6 +265,15 @@ class PruneCommand(Command):
             help="BOCR: roll back early after N trials without a new best, from 80%% of each "
             "rollback trial on (default: relative to each stage: max(6, 2 x its variables) "
             "trials in a row, from any trial)",
+        )
+        g.add_argument(
+            "--patience-gain",
+            type=nonneg_float,
+            default=None,
+            metavar="G",
+            help="BOCR: for --patience, a trial is a new best only when it beats the last one "
+            "by more than G x that best's lead over the median of the trials before it; 0: "
+            f"any gain (default: {DEFAULT_PATIENCE_GAIN:g})",
         )
         g.add_argument(
             "--narrow-on-rollback",

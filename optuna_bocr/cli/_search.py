@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from optuna_bocr.cli._common import CLIError
 from optuna_bocr.cli._common import DEFAULT_LENGTHSCALES
 from optuna_bocr.cli._common import DEFAULT_OUTCOME_TRANSFORM
+from optuna_bocr.cli._common import DEFAULT_PATIENCE_GAIN
 from optuna_bocr.cli._common import DEFAULT_TRUST_REGION
 from optuna_bocr.cli._common import first_line
 from optuna_bocr.cli._common import STARTUP_TRIALS
@@ -114,6 +115,7 @@ def rollback_settings(s: PruneSettings, n_layers: int) -> dict[str, Any]:
     trust_region = DEFAULT_TRUST_REGION if s.trust_region is None else s.trust_region
     lengthscales = DEFAULT_LENGTHSCALES if s.lengthscales is None else s.lengthscales
     outcome = DEFAULT_OUTCOME_TRANSFORM if s.outcome_transform is None else s.outcome_transform
+    gain = DEFAULT_PATIENCE_GAIN if s.patience_gain is None else s.patience_gain
     if s.patience is None:  # BOCRSampler's own rule: patience relative to each stage's size
         return {
             "n_clusters": k,
@@ -121,6 +123,7 @@ def rollback_settings(s: PruneSettings, n_layers: int) -> dict[str, Any]:
             "rollback_at": at,
             "patience": "auto",
             "patience_from": None,
+            "patience_gain": gain,
             "narrow_on_rollback": s.narrow_on_rollback,
             "observe_actual": s.observe_actual,
             "trust_region": trust_region,
@@ -133,6 +136,7 @@ def rollback_settings(s: PruneSettings, n_layers: int) -> dict[str, Any]:
         "rollback_at": at,
         "patience": s.patience,
         "patience_from": patience_from,
+        "patience_gain": gain,
         "narrow_on_rollback": s.narrow_on_rollback,
         "observe_actual": s.observe_actual,
         "trust_region": trust_region,

@@ -125,6 +125,7 @@ def make_plan(
     rollback_at: Sequence[int] | None,
     patience: int | Literal["auto"] | None,
     patience_from: Sequence[int] | None,
+    patience_gain: float,
     narrow_on_rollback: bool,
     observe_actual: bool,
     trust_region: bool,
@@ -192,6 +193,7 @@ def make_plan(
         rollback_at=rollback_at,
         patience=patience,
         patience_from=patience_from,
+        patience_gain=patience_gain,
     )
     stages = cluster_stages(
         feats,

@@ -27,6 +27,7 @@ from optuna_bocr.sampler._outcome import OutcomeChoice
 from optuna_bocr.sampler._plan import make_plan
 from optuna_bocr.sampler._proposal import Proposal
 from optuna_bocr.sampler._proposal import propose
+from optuna_bocr.sampler._schedule import PATIENCE_GAIN
 from optuna_bocr.sampler._space import validate_search_space
 from optuna_bocr.sampler._trust_region import INIT_LENGTH
 from optuna_bocr.sampler._trust_region import RELATIVE_IMPROVEMENT
@@ -68,8 +69,10 @@ class BOCRSampler(BaseSampler):
     Stage changes: with ``B`` bridge stages there are ``B + 1`` changes; change ``i`` happens
     at the first trial numbered ``rollback_at[i]`` or later, or earlier once ``patience``
     observations in a row (since the later of the last new best and the stage's start)
-    brought no new best; ``patience="auto"`` is ``max(6, 2 k)`` for a stage of ``k``
-    variables, so coarse stages end soon after they stall. If several workers open a stage
+    brought no new best (a value that beats the last new best by more than ``patience_gain``
+    times that best's lead over the median observation); ``patience="auto"`` is
+    ``max(6, 2 k)`` for a stage of ``k`` variables, so coarse stages end soon after they
+    stall. If several workers open a stage
     at once, the opening with the lowest trial number holds, and a trial that finds one
     opened meanwhile below it proposes again in that stage. The original BOCR schedule is
     :data:`~optuna_bocr.PAPER_SCHEDULE`: ``BOCRSampler(..., **PAPER_SCHEDULE)``.
@@ -112,6 +115,13 @@ class BOCRSampler(BaseSampler):
             Per change, the first trial number at which stagnation may trigger it (one entry
             per change, further entries ignored; each at most the matching ``rollback_at``).
             ``None``: from any trial number.
+        patience_gain:
+            What counts as a new best for ``patience``: a value that beats the last new
+            best ``b`` by more than ``patience_gain * (b - m)``, ``m`` the median of the
+            values observed before it; ``0``: any gain. The default, 0.05, ends a coarse
+            stage whose gains have dwindled to crumbs, and made the same stage changes as
+            any gain on every recorded pruning run but one (measured:
+            benchmarks/RECORD.md, "A stage patience that ignores crumbs").
         narrow_on_rollback:
             Whether each stage change narrows the bounds to the range of the ``top_k`` best
             COMPLETE trials (their cluster values, plus 5% of the user's range on each
@@ -250,6 +260,7 @@ class BOCRSampler(BaseSampler):
         rollback_at: Sequence[int] | None = (100, 150),
         patience: int | Literal["auto"] | None = "auto",
         patience_from: Sequence[int] | None = None,
+        patience_gain: float = PATIENCE_GAIN,
         narrow_on_rollback: bool = False,
         observe_actual: bool = False,
         trust_region: bool = True,
@@ -281,6 +292,7 @@ class BOCRSampler(BaseSampler):
             rollback_at=rollback_at,
             patience=patience,
             patience_from=patience_from,
+            patience_gain=patience_gain,
             narrow_on_rollback=narrow_on_rollback,
             observe_actual=observe_actual,
             trust_region=trust_region,

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+import math
 from typing import Literal
 
 import numpy as np
+
+from optuna_bocr.sampler._arguments import check_number
 
 ROLLBACK_MARGIN = 0.05
 """Margin added on each side of the top-k range, as a fraction of the user's range."""
@@ -19,6 +22,10 @@ AUTO_PATIENCE_MIN = 6
 """``patience="auto"``: a stage ends after at least this many observations without a new best."""
 AUTO_PATIENCE_PER_VARIABLE = 2
 """``patience="auto"``: ... or this many per search variable of the stage, if more."""
+PATIENCE_GAIN = 0.05
+"""For stagnation, a value is a new best when it beats the last new best by more than this
+fraction of that best's lead over the median of the values observed before it (5%: gains
+that small keep no coarse stage alive; any gain counted until 2026-12-06)."""
 PAPER_SCHEDULE: dict[str, object] = {
     "rollback_at": (100, 150),
     "patience": 20,
@@ -47,12 +54,14 @@ class Schedule:
             stage ``i`` early; ``None`` disables stagnation.
         patience_from: For change ``i``, the first trial number at which stagnation may
             end stage ``i``; ``None``: any trial number.
+        patience_gain: What counts as a new best for stagnation (:data:`PATIENCE_GAIN`).
     """
 
     sizes: tuple[int, ...]
     rollback_at: tuple[int, ...]
     patience: tuple[int, ...] | None
     patience_from: tuple[int, ...] | None
+    patience_gain: float = PATIENCE_GAIN
 
     @property
     def n_stages(self) -> int:
@@ -86,6 +95,7 @@ def make_schedule(
     rollback_at: Sequence[int] | None,
     patience: int | Literal["auto"] | None,
     patience_from: Sequence[int] | None,
+    patience_gain: float = PATIENCE_GAIN,
 ) -> Schedule:
     """Validate the stage arguments of :class:`~optuna_bocr.BOCRSampler` into a schedule.
 
@@ -142,6 +152,12 @@ def make_schedule(
         raise ValueError(f"patience must be >= 1, got {patience}.")
     else:
         per_change = (int(patience),) * n_changes
+    gain = check_number(
+        "patience_gain",
+        patience_gain,
+        ok=lambda v: math.isfinite(v) and v >= 0.0,
+        allowed="a finite number >= 0 (a fraction of the best value's lead over the median)",
+    )
     pfrom = (
         None if patience_from is None else _int_tuple("patience_from", patience_from, n_changes)
     )
@@ -150,6 +166,7 @@ def make_schedule(
         rollback_at=at,
         patience=per_change,
         patience_from=pfrom,
+        patience_gain=gain,
     )
 
 
@@ -180,9 +197,28 @@ def should_advance(
     if schedule.patience_from is not None and trial_number < schedule.patience_from[stage]:
         return False
     ordered = sorted(history)
-    best_number = ordered[int(np.argmax([v for _, v in ordered]))][0]
-    since = max(best_number, stage_start - 1)
+    since = max(last_new_best(ordered, schedule.patience_gain), stage_start - 1)
     return sum(1 for n, _ in ordered if n > since) >= schedule.patience[stage]
+
+
+def last_new_best(ordered: Sequence[tuple[int, float]], gain: float) -> int:
+    """Trial number of the last new best of ``ordered``, by :data:`PATIENCE_GAIN`'s rule.
+
+    Args:
+        ordered: ``(trial number, value)`` of the observations in trial-number order,
+            values oriented so that larger is better; at least one.
+        gain: A value is a new best when it beats the last new best ``b`` by more than
+            ``gain * (b - m)``, ``m`` the median of the values observed before it; 0: any
+            gain (then the last new best is the best observation).
+    """
+    values = np.array([v for _, v in ordered])
+    if gain == 0.0:
+        return ordered[int(np.argmax(values))][0]
+    best, number = values[0], ordered[0][0]
+    for i in range(1, len(values)):
+        if values[i] > best + gain * (best - float(np.median(values[:i]))):
+            best, number = values[i], ordered[i][0]
+    return number
 
 
 def rollback_bounds(

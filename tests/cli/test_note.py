@@ -12,6 +12,7 @@ import pytest
 from optuna_bocr.cli import save_bocr_note
 from optuna_bocr.cli._common import DEFAULT_LENGTHSCALES
 from optuna_bocr.cli._common import DEFAULT_OUTCOME_TRANSFORM
+from optuna_bocr.cli._common import DEFAULT_PATIENCE_GAIN
 from optuna_bocr.cli._common import DEFAULT_TRUST_REGION
 from optuna_bocr.cli._common import LENGTHSCALES
 from optuna_bocr.cli._common import OUTCOME_TRANSFORMS
@@ -99,12 +100,15 @@ def test_note_lists_clusters_stages_bounds_and_budget(tmp_path: Path) -> None:
             "trust_region": True,
             "lengthscales": "shared",
             "outcome_transform": "yeo-johnson",
+            "patience_gain": 0.05,
         },
     )
     assert "one GP lengthscale for all of them after the first stage" in auto
     assert "lengthscale" not in text
     assert "warped by a fitted Yeo-Johnson transform" in auto and "warped" not in text
     assert "or earlier, once max(6, 2 x the stage's variables) trials" in auto
+    assert "beats the last one by more than 0.05 x that best's lead over the median" in auto
+    assert "lead over the median" not in text
     assert "at its ratios after the FLOPs budget rule" in auto
     assert "inside the range of the 10 best trials" in auto
     assert "a box around the best trial" in auto and "a box around" not in text
@@ -170,6 +174,9 @@ def test_prune_schedule_options_reach_the_sampler_settings() -> None:
     assert settings("--lengthscales", "shared")["lengthscales"] == "shared"
     assert default["outcome_transform"] == DEFAULT_OUTCOME_TRANSFORM
     assert settings("--outcome-transform", "rank")["outcome_transform"] == "rank"
+    assert default["patience_gain"] == DEFAULT_PATIENCE_GAIN
+    assert settings("--patience-gain", "0")["patience_gain"] == 0.0
+    assert settings("--patience", "20", "--patience-gain", "0.1")["patience_gain"] == 0.1
     late = settings("--outcome-transform", "yeo-johnson-after-first")
     assert late["outcome_transform"] == "yeo-johnson-after-first"
     paper = settings(
@@ -188,6 +195,8 @@ def test_prune_schedule_options_reach_the_sampler_settings() -> None:
     from optuna_bocr.sampler._plan import LENGTHSCALE_MODES
 
     assert LENGTHSCALES == LENGTHSCALE_MODES
+    gain = inspect.signature(BOCRSampler).parameters["patience_gain"]
+    assert DEFAULT_PATIENCE_GAIN == gain.default
     outcome = inspect.signature(BOCRSampler).parameters["outcome_transform"]
     assert DEFAULT_OUTCOME_TRANSFORM == outcome.default
     from optuna_bocr.sampler._outcome import OUTCOME_CHOICES as SAMPLER_TRANSFORMS

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from optuna_bocr.sampler._schedule import last_new_best
 from optuna_bocr.sampler._schedule import make_schedule
 from optuna_bocr.sampler._schedule import rollback_bounds
 from optuna_bocr.sampler._schedule import ROLLBACK_MARGIN
@@ -53,6 +54,9 @@ def test_direct_gradual_and_cluster_only_schedules() -> None:
         (dict(rollback_at=(1.5,)), TypeError, "ints"),
         (dict(patience=0), ValueError, "patience"),
         (dict(bridge_clusters=5, patience_from=(80,)), ValueError, "patience_from has 1"),
+        (dict(patience_gain=-0.1), ValueError, "patience_gain must be a finite number >= 0"),
+        (dict(patience_gain=float("nan")), ValueError, "patience_gain"),
+        (dict(patience_gain="0.1"), TypeError, "patience_gain must be a number"),
     ],
 )
 def test_schedule_errors(kw: dict, exc: type, match: str) -> None:
@@ -121,3 +125,30 @@ def test_auto_patience_counts_every_trial() -> None:
     assert should_advance(s, stage=0, stage_start=0, trial_number=7, history=flat[:7])
     s0 = _sched(patience=3, patience_from=None)
     assert should_advance(s0, stage=0, stage_start=0, trial_number=4, history=flat[:4])
+
+
+def test_last_new_best_ignores_gains_below_the_fraction_of_the_lead() -> None:
+    # Values 0, 10, then gains of 0.5 and 2 over the best. The median before the third
+    # value is 5, so the best (10) leads it by 5: with patience_gain 0.2 a new best must beat
+    # 10 by more than 1.
+    ordered = [(0, 0.0), (1, 10.0), (2, 10.5), (3, 12.5)]
+    assert last_new_best(ordered[:3], 0.0) == 2
+    assert last_new_best(ordered[:3], 0.2) == 1
+    # Small gains do not move the bar: 12.5 beats 10 (not 10.5) by more than the margin
+    # (0.2 * (10 - median(0, 10, 10.5) = 10) = 0).
+    assert last_new_best(ordered, 0.2) == 3
+    assert last_new_best([(4, 1.0)], 0.5) == 4
+
+
+def test_patience_gain_ends_a_stage_that_only_creeps() -> None:
+    # Ten spread start-up values (best 9), then a gain of 0.001 every trial: with any gain a
+    # new best the stage never stagnates; with patience_gain 0.05 a new best must gain
+    # 0.05 * (9 - median), at least 0.05 here, so the creeping gains do not count.
+    creep = [(i, float(i)) for i in range(10)]
+    creep += [(10 + i, 9.0 + 0.001 * (i + 1)) for i in range(8)]
+    any_gain = _sched(patience=6, patience_from=None, patience_gain=0.0)
+    assert not should_advance(any_gain, stage=0, stage_start=0, trial_number=18, history=creep)
+    small = _sched(patience=6, patience_from=None, patience_gain=0.05)
+    assert small.patience_gain == 0.05
+    assert not should_advance(small, stage=0, stage_start=0, trial_number=15, history=creep[:15])
+    assert should_advance(small, stage=0, stage_start=0, trial_number=16, history=creep[:16])
