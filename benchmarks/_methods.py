@@ -68,7 +68,7 @@ OUTCOME_METHODS = (
     "bocr-key-yj-late",
 )
 """The defaults whose GP is fitted on warped values (see :data:`EXTRA_METHODS`)."""
-GAIN_METHODS = {f"bocr{key}-yj-gain{pct}": pct / 100 for key in ("", "-key") for pct in (2, 5, 10)}
+GAIN_METHODS = {f"bocr{key}-yj-gain{pct}": pct / 100 for key in ("", "-key") for pct in (5, 10)}
 """The warped GP with a stage patience that ignores small gains: method -> patience_gain."""
 BOCR_VARIANTS = _VARIANTS + TIED_METHODS + OUTCOME_METHODS + tuple(GAIN_METHODS)
 """BOCR variants run only when named (see :data:`EXTRA_METHODS`)."""
@@ -309,6 +309,7 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
             "rollback_at": (s(100),),
             "patience": s(20),
             "patience_from": (s(80),),
+            "patience_gain": 0.0,
             "narrow_on_rollback": True,
             "trust_region": False,
             "n_startup_trials": 10,
@@ -336,6 +337,7 @@ def rollback_schedule(n_trials: int, method: str) -> dict[str, Any]:
             "rollback_at": (first, second),
             "patience": s(20),
             "patience_from": (min(s(start1), first), min(max(s(start2), s(start1) + 1), second)),
+            "patience_gain": 0.0,
             "narrow_on_rollback": True,
             "trust_region": False,
             "n_startup_trials": 10,

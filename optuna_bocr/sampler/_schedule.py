@@ -30,13 +30,15 @@ PAPER_SCHEDULE: dict[str, object] = {
     "rollback_at": (100, 150),
     "patience": 20,
     "patience_from": (80, 130),
+    "patience_gain": 0.0,
     "narrow_on_rollback": True,
     "trust_region": False,
     "n_startup_trials": 10,
 }
 """The original BOCR schedule for 200 evaluations, as :class:`~optuna_bocr.BOCRSampler`
 keyword arguments: 10 Sobol trials; rollback at trial 100 (and 150 with a bridge stage) at the
-latest, or from trial 80 (and 130) on after 20 trials without a new best; each new stage is
+latest, or from trial 80 (and 130) on after 20 trials without a new best (any gain a new
+best); each new stage is
 narrowed to the range of the top-k trials, and searched in the whole of it (no trust
 region)."""
 

@@ -264,6 +264,7 @@ def test_paper_schedule_preset(tmp_path: Path) -> None:
         "rollback_at": (100, 150),
         "patience": 20,
         "patience_from": (80, 130),
+        "patience_gain": 0.0,
         "narrow_on_rollback": True,
         "trust_region": False,
         "n_startup_trials": 10,
