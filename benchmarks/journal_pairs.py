@@ -9,7 +9,15 @@ journal and the CPU's) are compared here, from the same studies' best-so-far cur
         --prefix pruning-resnet56-flops0.5-val5000-scale --seeds 0-3 --counts 25,50,100 \\
         --target-seeds 0-4
 
-Study names are ``<prefix>-<method>-seed<seed>``. Printed: each method's median best value
+Study names are ``<prefix>-<method>-seed<seed>``. A method named in several journals is one
+row whose seeds come from the first journal that has each, and a row ``A+B`` takes each
+seed's study of method ``A`` where there is one, else of ``B`` (e.g. a seed run again with
+another setting in place of its earlier run)::
+
+    python -m benchmarks.journal_pairs --reference $J:bocr-key-yj-gain5+bocr-key-yj \\
+        --against $J_CUDA:cmaes,gp --against $J:cmaes,gp --seeds 0-9 ...
+
+Printed: each method's median best value
 over the seeds the reference has to the last count (a method that lacks some of them: over
 those it has, saying how many), the trial at which each seed first
 reached the ``--target`` method's median at trial ``--target-at`` (over
@@ -35,10 +43,19 @@ from benchmarks._common import plot_curves
 from benchmarks._methods import METHOD_LABELS
 
 
-def curves(path: str, prefix: str, method: str, seeds: list[int]) -> dict[int, np.ndarray]:
-    """Seed -> best-so-far curve of the complete trials of each study found in ``path``."""
-    studies = journal_studies(path, prefix, method, seeds)
-    return {s: best_so_far([t.value for t in trials]) for s, trials in studies.items() if trials}
+def curves(paths: list[str], prefix: str, row: str, seeds: list[int]) -> dict[int, np.ndarray]:
+    """Seed -> best-so-far curve of the complete trials of each seed's study of ``row``.
+
+    ``row`` is a method or ``A+B+...``: each seed's study is the first found of ``A``, then
+    ``B``, ..., each looked up in ``paths`` in order.
+    """
+    out: dict[int, np.ndarray] = {}
+    for method in row.split("+"):
+        for path in paths:
+            left = [s for s in seeds if s not in out]
+            studies = journal_studies(path, prefix, method, left)
+            out.update({s: best_so_far([t.value for t in ts]) for s, ts in studies.items() if ts})
+    return out
 
 
 def _reaching(curves: dict[int, np.ndarray], seeds: list[int], n: int) -> list[np.ndarray]:
@@ -73,10 +90,11 @@ def main(argv: list[str] | None = None) -> None:
     seeds = parse_seeds(args.seeds)
     counts = [int(c) for c in args.counts.split(",")]
     ref_path, ref_methods = journal_rows(args.reference, "journal_pairs")
-    source = {ref_methods[0]: ref_path}  # method -> its journal
+    source = {ref_methods[0]: [ref_path]}  # row -> its journals, first first
     for spec in args.against:
         path, methods = journal_rows(spec, "journal_pairs")
-        source.update(dict.fromkeys(methods, path))
+        for m in methods:
+            source.setdefault(m, []).append(path)
     table = {m: curves(path, args.prefix, m, seeds) for m, path in source.items()}
     ref = table[ref_methods[0]]
     shared = [s for s in seeds if s in ref and len(ref[s]) >= counts[-1]]
@@ -117,17 +135,26 @@ def _plot(
     table: dict[str, dict[int, np.ndarray]],
     seeds: list[int],
     n: int,
-    source: dict[str, str],
+    source: dict[str, list[str]],
     path: Path,
     title: str,
 ) -> None:
     """Median and quartiles of the first ``n`` trials over the seeds each method has."""
     drawn = {m: np.stack(runs) for m, c in table.items() if (runs := _reaching(c, seeds, n))}
-    labels = {m: f"{METHOD_LABELS.get(m, m)}, {Path(source[m]).parent.name}" for m in drawn}
+    labels = {
+        m: f"{_label(m)}, {' + '.join(dict.fromkeys(Path(p).parent.name for p in source[m]))}"
+        for m in drawn
+    }
     plot_curves(
         {title: drawn}, path, ylabel="best validation top-1 (%)", zoom_from=10, labels=labels
     )
     print(f"written: {path}")
+
+
+def _label(row: str) -> str:
+    """The plot label of a method, or of ``A+B``: ``A``'s, naming the others."""
+    first, *others = row.split("+")
+    return " + ".join([METHOD_LABELS.get(first, first), *others])
 
 
 if __name__ == "__main__":

@@ -67,6 +67,30 @@ def test_a_method_short_of_seeds_is_reported_over_those_it_has(
     assert "bocr minus tpe: no shared seed" in out
 
 
+def test_rows_merge_journals_by_seed_and_a_plus_row_prefers_its_first_method(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cpu, gpu = tmp_path / "cpu.log", tmp_path / "gpu.log"
+    _write(cpu, "bocr-new", {1: [4.0, 4.0], 2: [6.0, 6.0]})  # seed 1 run again, seed 2 added
+    _write(cpu, "bocr", {0: [1.0, 3.0], 1: [2.0, 2.0]})
+    _write(gpu, "gp", {0: [1.0, 2.0], 1: [0.0, 1.0]})
+    _write(cpu, "gp", {1: [8.0, 8.0], 2: [0.0, 5.0]})  # seed 1 also on the GPU: the GPU's wins
+    journal_pairs.main(
+        [
+            "--reference", f"{cpu}:bocr-new+bocr", "--against", f"{gpu}:gp",
+            "--against", f"{cpu}:gp", "--prefix", PREFIX, "--seeds", "0-2", "--counts", "2",
+            "--target-at", "2",
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    # reference: seed 0 from bocr (3), seeds 1-2 from bocr-new (4, 6); gp: 2, 1 (GPU), 5 (CPU)
+    assert "seeds [0, 1, 2]; gp's median at trial 2: 2.0" in out
+    assert "bocr-new+bocr    median @2 4.00" in out
+    assert "gp               median @2 2.00" in out
+    # 3-2, 4-1, 6-5 -> +1.67, every seed ahead
+    assert "bocr-new+bocr minus gp: @2 +1.67" in out and "(3/3)" in out
+
+
 def test_plot_draws_the_curves_and_refuses_other_files_first(tmp_path: Path) -> None:
     cpu, gpu = tmp_path / "cpu.log", tmp_path / "gpu.log"
     _write(cpu, "bocr", {0: [1.0, 3.0, 3.0], 1: [2.0, 2.0, 5.0]})
