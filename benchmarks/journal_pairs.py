@@ -154,7 +154,8 @@ def _plot(
 def _label(row: str) -> str:
     """The plot label of a method, or of ``A+B``: ``A``'s, naming the others."""
     first, *others = row.split("+")
-    return " + ".join([METHOD_LABELS.get(first, first), *others])
+    label = METHOD_LABELS.get(first, first)
+    return f"{label} (else {', then '.join(others)})" if others else label
 
 
 if __name__ == "__main__":
