@@ -17,10 +17,9 @@ another setting in place of its earlier run)::
     python -m benchmarks.journal_pairs --reference $J:bocr-key-yj-gain5+bocr-key-yj \\
         --against $J_CUDA:cmaes,gp --against $J:cmaes,gp --seeds 0-9 ...
 
-Printed: each method's median best value
-over the seeds the reference has to the last count (a method that lacks some of them: over
-those it has, saying how many), the trial at which each seed first
-reached the ``--target`` method's median at trial ``--target-at`` (over
+Printed: each method's median best value over the seeds the reference has to the last
+count (a method that lacks some of them: over those it has, saying how many), the trial at
+which each seed first reached the ``--target`` method's median at trial ``--target-at`` (over
 ``--target-seeds``), and the reference minus each method paired by seed
 (:func:`benchmarks._common.paired_difference`). ``--plot`` draws the median curves.
 """
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         path, methods = journal_rows(spec, "journal_pairs")
         for m in methods:
             source.setdefault(m, []).append(path)
-    table = {m: curves(path, args.prefix, m, seeds) for m, path in source.items()}
+    table = {m: curves(paths, args.prefix, m, seeds) for m, paths in source.items()}
     ref = table[ref_methods[0]]
     shared = [s for s in seeds if s in ref and len(ref[s]) >= counts[-1]]
     if not shared:
