@@ -11,6 +11,7 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
+import functools
 import json
 import math
 import os
@@ -156,6 +157,12 @@ def journal_rows(spec: str, tool: str) -> tuple[str, list[str]]:
     return path, methods.split(",")
 
 
+@functools.cache
+def _journal(path: str) -> JournalStorage:
+    """One storage per journal file and process: each new one replays the whole log."""
+    return JournalStorage(JournalFileBackend(path))
+
+
 def journal_studies(
     path: str, prefix: str, method: str, seeds: Iterable[int]
 ) -> dict[int, list[FrozenTrial]]:
@@ -163,7 +170,7 @@ def journal_studies(
 
     Seeds without a study are left out.
     """
-    storage = JournalStorage(JournalFileBackend(path))
+    storage = _journal(path)
     out = {}
     for seed in seeds:
         try:
