@@ -1,4 +1,4 @@
-"""Shared harness of the benchmarks: timing, bookkeeping, tables and plots.
+"""Shared harness of the benchmarks: timing, bookkeeping and tables.
 
 Used by ``benchmarks/synthetic.py`` and ``benchmarks/pruning.py``. Nothing here knows about
 a particular objective: a *run* is one (task, method, seed) study, recorded as a JSON file
@@ -7,7 +7,6 @@ with one entry per trial (value, time spent in the sampler, time spent in the ob
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -29,8 +28,6 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
-from benchmarks._methods import KNOWN_METHODS
-from benchmarks._methods import METHOD_LABELS
 from optuna_bocr.keys import N_CLUSTERS_KEY
 from optuna_bocr.keys import STAGE_KEY
 
@@ -324,154 +321,3 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def colour_order(methods: Iterable[str]) -> list[str]:
-    """The methods of one figure in the order their colours are drawn from a 10-colour map.
-
-    :data:`KNOWN_METHODS`'s order among these methods, then any others sorted, so that a
-    figure of up to ten methods never gives two of them one colour.
-    """
-    drawn = set(methods)
-    known = [m for m in KNOWN_METHODS if m in drawn]
-    return known + sorted(drawn - set(known))
-
-
-def plot_curves(
-    curves: Mapping[str, Mapping[str, np.ndarray]],
-    path: Path,
-    *,
-    ylabel: str,
-    logy: bool = False,
-    titles: Mapping[str, str] | None = None,
-    zoom_from: int | None = None,
-    labels: Mapping[str, str] | None = None,
-) -> None:
-    """Plot best-so-far curves: median over seeds with the inter-quartile band.
-
-    Args:
-        curves: task -> method -> array (n_seeds, n_trials) of best-so-far values.
-        path: PNG file to write.
-        ylabel: Label of the y axis.
-        logy: Log scale on the y axis (for regret).
-        titles: Optional task -> subplot title.
-        zoom_from: For curves that increase (accuracy), start the y axis at the lowest
-            median of any method at this trial (1-based), so that the first random trials
-            do not squash the differences that matter; ``None`` shows everything.
-        labels: Optional method -> legend name (default: :data:`METHOD_LABELS`).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(curves)
-    ncol = min(2, len(tasks)) or 1
-    nrow = math.ceil(len(tasks) / ncol) or 1
-    fig, axes = plt.subplots(nrow, ncol, figsize=(6.5 * ncol, 4.2 * nrow), squeeze=False)
-    colors = plt.get_cmap("tab10")
-    method_order = colour_order(m for per_task in curves.values() for m in per_task)
-    for ax, task in zip(axes.flat, tasks, strict=False):
-        for method, arr in curves[task].items():
-            arr = np.asarray(arr, dtype=float)
-            x = np.arange(1, arr.shape[1] + 1)
-            med = np.median(arr, axis=0)
-            lo, hi = np.percentile(arr, [25, 75], axis=0)
-            ci = method_order.index(method)
-            style = "-" if method.startswith("bocr") else "--"
-            name = (labels or {}).get(method) or METHOD_LABELS.get(method, method)
-            label = f"{name} (n={arr.shape[0]})"
-            ax.plot(x, med, style, color=colors(ci % 10), label=label, lw=1.6)
-            if arr.shape[0] > 1:
-                ax.fill_between(x, lo, hi, color=colors(ci % 10), alpha=0.12, lw=0)
-        if zoom_from is not None:
-            at = [
-                float(np.median(np.asarray(a, dtype=float)[:, min(zoom_from, a.shape[1]) - 1]))
-                for a in curves[task].values()
-            ]
-            top = max(float(np.max(a)) for a in curves[task].values())
-            if at and min(at) < top:
-                ax.set_ylim(min(at) - 0.05 * (top - min(at)), top + 0.05 * (top - min(at)))
-        ax.set_title((titles or {}).get(task, task))
-        ax.set_xlabel("trials")
-        ax.set_ylabel(ylabel)
-        if logy:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(tasks) :]:
-        ax.axis("off")
-    fig.tight_layout()
-    # One legend for the figure, below the axes, so that it never hides a curve.
-    legend = {
-        label: h
-        for ax in axes.flat
-        for h, label in zip(*ax.get_legend_handles_labels(), strict=True)
-    }
-    fig.legend(
-        legend.values(),
-        legend.keys(),
-        fontsize=7,
-        loc="upper center",
-        bbox_to_anchor=(0.5, 0.0),
-        ncol=ncol,
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """Worker initializer: end this process once ``parent_pid`` is no longer its parent.
-
-    A benchmark killed from outside (``pkill -f benchmarks.pruning`` matches only the
-    parent: the workers' command line is ``multiprocessing.spawn``) would otherwise leave
-    its workers running, and they keep appending to a results log the user may already
-    have replaced.
-    """
-    import threading
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], n_jobs: int) -> None:
-    """Run ``fn(*job)`` for every job, in ``n_jobs`` spawned processes (1 = in this process).
-
-    A failing job is reported and does not stop the others. The workers end within a second
-    of this process if it is killed.
-    """
-    if n_jobs <= 1:
-        for job in jobs:
-            fn(*job)
-        return
-    import concurrent.futures
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=n_jobs,
-        mp_context=ctx,
-        initializer=_exit_with_parent,
-        initargs=(os.getpid(),),
-    ) as pool:
-        futures = {pool.submit(fn, *job): job for job in jobs}
-        for fut in concurrent.futures.as_completed(futures):
-            exc = fut.exception()
-            if exc is not None:
-                print(f"job {futures[fut]} failed: {exc!r}", flush=True)
-
-
-def limit_threads(n: int) -> None:
-    """Limit torch (and BLAS through env vars for child processes) to ``n`` threads."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(var, str(n))
-    try:
-        import torch
-
-        torch.set_num_threads(n)
-    except ImportError:  # pragma: no cover
-        pass

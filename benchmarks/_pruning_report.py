@@ -13,6 +13,7 @@ import optuna
 
 from benchmarks import _common as common
 from benchmarks import _methods
+from benchmarks import _plots
 from benchmarks._pruning_setup import get_storage
 from benchmarks._pruning_setup import SAMPLER_SETTINGS_KEY
 from benchmarks._pruning_setup import study_name
@@ -314,7 +315,7 @@ def report(
         lines += _stage_changes(data, args)
     (out / "raw.csv").write_text("\n".join(csv_rows) + "\n")
     if curves:
-        common.plot_curves(
+        _plots.plot_curves(
             curves,
             out / "pruning.png",
             ylabel="best validation top-1 (%)",

@@ -38,8 +38,8 @@ from benchmarks._common import journal_rows
 from benchmarks._common import journal_studies
 from benchmarks._common import paired_difference
 from benchmarks._common import parse_seeds
-from benchmarks._common import plot_curves
 from benchmarks._methods import METHOD_LABELS
+from benchmarks._plots import plot_curves
 
 
 def curves(paths: list[str], prefix: str, row: str, seeds: list[int]) -> dict[int, np.ndarray]:

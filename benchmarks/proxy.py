@@ -40,6 +40,7 @@ import numpy as np
 import optuna
 
 from benchmarks import _common as common
+from benchmarks import _jobs
 from benchmarks._rank_correlation import correlations
 
 DATASET = "fashion-mnist"
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
         "--report-only", action="store_true", help="only print the report of the results so far"
     )
     args = p.parse_args(argv)
-    common.limit_threads(args.threads)
+    _jobs.limit_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t_start = time.perf_counter()
     splits = get_splits(args)

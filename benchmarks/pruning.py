@@ -58,6 +58,7 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmarks import _common as common
+from benchmarks import _jobs
 from benchmarks import _methods
 from benchmarks._probe_start import probe_features
 from benchmarks._probe_start import PROBE_KEY
@@ -102,7 +103,7 @@ __all__ = [
 def run_one(args: argparse.Namespace, task: str, method: str, seed: int) -> None:
     """Run or resume one (task, method, seed) study."""
     if args.threads > 0:
-        common.limit_threads(args.threads)
+        _jobs.limit_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = get_storage(args.storage)
     name = study_name(args, task, method, seed)
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     _methods.check_packages(methods)
     args.log_every = max(1, args.log_every)
     if args.threads > 0:
-        common.limit_threads(args.threads)
+        _jobs.limit_threads(args.threads)
 
     if not args.report_only:
         t0 = time.perf_counter()
@@ -358,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{len(jobs)} studies, {args.n_trials} trials each, {args.jobs} process(es)",
             flush=True,
         )
-        common.run_jobs(run_job, jobs, args.jobs)
+        _jobs.run_jobs(run_job, jobs, args.jobs)
         if not args.skip_final:
             for task in tasks:
                 final_eval(args, task, methods, seeds)

@@ -56,6 +56,7 @@ import optuna
 from optuna.distributions import FloatDistribution
 
 from benchmarks import _common as common
+from benchmarks import _jobs
 from benchmarks._synthetic_tasks import clip_ratios
 from optuna_bocr import BOCRSampler
 from optuna_bocr import ParameterFeatures
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the raw records (JSON) here")
     args = parser.parse_args(argv)
-    common.limit_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    _jobs.limit_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sizes = sorted(int(v) for v in args.n_trials.split(","))
     unknown = set(args.stages.split(",")) - {"clustered", "per-parameter", "rolled-back"}

@@ -23,7 +23,7 @@ import time
 from typing import Literal
 from typing import TYPE_CHECKING
 
-from benchmarks import _common as common
+from benchmarks import _jobs
 from benchmarks import pruning
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.probe_images < 0:
         p.error(f"--probe-images must be >= 0, got {args.probe_images}")
     if args.threads > 0:
-        common.limit_threads(args.threads)
+        _jobs.limit_threads(args.threads)
     # The pruning benchmark's helpers read these settings.
     args.flops_ratio, args.autocast, args.masked_eval = 0.5, False, False
 

@@ -21,7 +21,9 @@ import numpy as np
 import optuna
 
 from benchmarks import _common as common
+from benchmarks import _jobs
 from benchmarks import _methods
+from benchmarks import _plots
 from benchmarks._synthetic_tasks import make_task
 from benchmarks._synthetic_tasks import optimum_slsqp
 from benchmarks._synthetic_tasks import SyntheticTask
@@ -71,7 +73,7 @@ def run_one(
     ``fallback``: BOCR's ``unstructured_fallback`` (``False``: clusters even from features
     that fail the structure test, as the sampler's and the command line's default).
     """
-    common.limit_threads(threads)
+    _jobs.limit_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = common.run_path(Path(out), task_name, method, seed)
     if path.exists():
@@ -252,7 +254,7 @@ def report(out: Path, tasks: list[str], methods: list[str]) -> str:
     out.mkdir(parents=True, exist_ok=True)
     (out / "raw.csv").write_text("\n".join(csv_rows) + "\n")
     if curves:
-        common.plot_curves(
+        _plots.plot_curves(
             curves, out / "synthetic.png", ylabel="normalised regret", logy=True, titles=titles
         )
         lines += ["![best-so-far curves](synthetic.png)", ""]
@@ -346,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
             # Create the tables once, before the workers: Optuna's first-time schema setup
             # fails when two processes run it on a new SQLite file at once.
             optuna.storages.RDBStorage(args.storage)
-        common.run_jobs(run_one, jobs, args.jobs)
+        _jobs.run_jobs(run_one, jobs, args.jobs)
     print(report(out, tasks, methods))
     print(f"\nwritten: {out / 'results.md'}, {out / 'raw.csv'}, {out / 'synthetic.png'}")
 

@@ -84,7 +84,7 @@ def run_prune(s: PruneSettings) -> int:
 
 def _publish(s: PruneSettings, study: optuna.study.Study, sampler: Any, objective: Any) -> None:
     """Plots, artifacts and the dashboard note of the finished study."""
-    from optuna_bocr.cli._note import publish_prune_results
+    from optuna_bocr.cli._publish import publish_prune_results
     from optuna_bocr.cli._search import rollback_settings
 
     schedule = None

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 _PARENT = """
 import sys, time
-from benchmarks import _common as common
-common.run_jobs(time.sleep, [(600,), (600,)], n_jobs=2)
+from benchmarks import _jobs
+_jobs.run_jobs(time.sleep, [(600,), (600,)], n_jobs=2)
 """
 
 

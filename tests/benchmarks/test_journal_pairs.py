@@ -10,7 +10,7 @@ from optuna.storages.journal import JournalFileBackend
 import pytest
 
 from benchmarks import journal_pairs
-from benchmarks._common import colour_order
+from benchmarks._plots import colour_order
 
 PREFIX = "pruning-net-flops0.5-val5000-scale"
 

@@ -18,10 +18,10 @@ from optuna_bocr.cli._common import LENGTHSCALES
 from optuna_bocr.cli._common import OUTCOME_TRANSFORMS
 from optuna_bocr.cli._note import bocr_note
 from optuna_bocr.cli._note import stage_openings
-from optuna_bocr.cli._note import upload_trial_files
 from optuna_bocr.cli._plots import have_matplotlib
 from optuna_bocr.cli._plots import plot_history
 from optuna_bocr.cli._plots import plot_layer_ratios
+from optuna_bocr.cli._publish import upload_trial_files
 from optuna_bocr.keys import N_CLUSTERS_KEY
 from optuna_bocr.keys import STAGE_KEY
 from optuna_bocr.keys import STUDY_CONFIG_KEY
