@@ -22,15 +22,22 @@ count (a method that lacks some of them: over those it has, saying how many), th
 which each seed first reached the ``--target`` method's median at trial ``--target-at`` (over
 ``--target-seeds``), and the reference minus each method paired by seed
 (:func:`benchmarks._common.paired_difference`). ``--plot`` draws the median curves.
+``--tests`` names report folders holding seed tests (``benchmarks.pruning --report-only
+--seed-tests --n-trials N --out FOLDER``): then the test top-1 of each seed's best of its
+first ``N`` trials (``N`` the last count) is paired the same way, each test checked to be
+of that very trial.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
+from optuna.trial import FrozenTrial
 
 from benchmarks._common import best_so_far
 from benchmarks._common import first_reaching
@@ -42,19 +49,65 @@ from benchmarks._methods import METHOD_LABELS
 from benchmarks._plots import plot_curves
 
 
-def curves(paths: list[str], prefix: str, row: str, seeds: list[int]) -> dict[int, np.ndarray]:
-    """Seed -> best-so-far curve of the complete trials of each seed's study of ``row``.
+def studies(
+    paths: list[str], prefix: str, row: str, seeds: list[int]
+) -> dict[int, tuple[str, list[FrozenTrial]]]:
+    """Seed -> (study name, complete trials in trial order) of each seed's study of ``row``.
 
     ``row`` is a method or ``A+B+...``: each seed's study is the first found of ``A``, then
     ``B``, ..., each looked up in ``paths`` in order.
     """
-    out: dict[int, np.ndarray] = {}
+    out: dict[int, tuple[str, list[FrozenTrial]]] = {}
     for method in row.split("+"):
         for path in paths:
             left = [s for s in seeds if s not in out]
-            studies = journal_studies(path, prefix, method, left)
-            out.update({s: best_so_far([t.value for t in ts]) for s, ts in studies.items() if ts})
+            found = journal_studies(path, prefix, method, left)
+            out.update({s: (f"{prefix}-{method}-seed{s}", ts) for s, ts in found.items() if ts})
     return out
+
+
+def curves(paths: list[str], prefix: str, row: str, seeds: list[int]) -> dict[int, np.ndarray]:
+    """Seed -> best-so-far curve of each seed's study of ``row`` (see :func:`studies`)."""
+    found = studies(paths, prefix, row, seeds)
+    return {s: best_so_far([t.value for t in ts]) for s, (_, ts) in found.items()}
+
+
+def read_seed_tests(folders: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Study name -> its test-split entries in the ``final_<task>.json`` of report folders.
+
+    ``benchmarks.pruning --report-only --seed-tests`` writes them (``"seeds"``: the best
+    trial of each study's first ``--n-trials``, tested as it is); one study may have been
+    tested at several budgets, one entry per folder.
+    """
+    out: dict[str, list[dict[str, Any]]] = {}
+    for folder in folders:
+        for file in sorted(Path(folder).glob("final_*.json")):
+            for name, entry in json.loads(file.read_text()).get("seeds", {}).items():
+                out.setdefault(name, []).append(entry)
+    return out
+
+
+def tested_top1(
+    found: dict[int, tuple[str, list[FrozenTrial]]],
+    tests: dict[str, list[dict[str, Any]]],
+    n: int,
+) -> tuple[dict[int, float], list[str]]:
+    """Seed -> test top-1 of the best of each study's first ``n`` trials, and what lacks one.
+
+    A test counts only if it is of that very trial (the first best, as the report picks it).
+    """
+    out: dict[int, float] = {}
+    missing = []
+    for seed, (name, trials) in found.items():
+        if len(trials) < n:
+            continue
+        best = max(trials[:n], key=lambda t: float(t.value)).number  # type: ignore[arg-type]
+        hit = [e for e in tests.get(name, []) if e.get("trial") == best]
+        if hit:
+            out[seed] = float(hit[0]["test_top1"])
+        else:
+            missing.append(f"{name} trial {best}")
+    return out, missing
 
 
 def _reaching(curves: dict[int, np.ndarray], seeds: list[int], n: int) -> list[np.ndarray]:
@@ -82,9 +135,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--target-at", type=int, default=200, help="trial of the target's median")
     p.add_argument("--target-seeds", default=None, help="seeds of the target (default: --seeds)")
     p.add_argument("--plot", default=None, help="also draw the median curves to this PNG file")
+    p.add_argument(
+        "--tests",
+        action="append",
+        default=[],
+        help="a report folder whose final_<task>.json holds seed tests (repeat): also pair "
+        "the test top-1 of each seed's best of its first COUNTS[-1] trials",
+    )
     args = p.parse_args(argv)
     if args.plot is not None and not args.plot.endswith(".png"):
         raise SystemExit(f"journal_pairs: --plot writes a PNG file; got {args.plot!r}")
+    for folder in args.tests:
+        if not any(Path(folder).glob("final_*.json")):
+            raise SystemExit(
+                f"journal_pairs: {folder}: no final_<task>.json; write the seed tests with "
+                "benchmarks.pruning --report-only --seed-tests --out FOLDER"
+            )
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     seeds = parse_seeds(args.seeds)
     counts = [int(c) for c in args.counts.split(",")]
@@ -94,7 +160,11 @@ def main(argv: list[str] | None = None) -> None:
         path, methods = journal_rows(spec, "journal_pairs")
         for m in methods:
             source.setdefault(m, []).append(path)
-    table = {m: curves(paths, args.prefix, m, seeds) for m, paths in source.items()}
+    found = {m: studies(paths, args.prefix, m, seeds) for m, paths in source.items()}
+    table = {
+        m: {s: best_so_far([t.value for t in ts]) for s, (_, ts) in f.items()}
+        for m, f in found.items()
+    }
     ref = table[ref_methods[0]]
     shared = [s for s in seeds if s in ref and len(ref[s]) >= counts[-1]]
     if not shared:
@@ -126,8 +196,37 @@ def main(argv: list[str] | None = None) -> None:
             if d is not None:
                 cells.append(f"@{n} {d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] ({d[3]}/{d[4]})")
         print(f"{ref_methods[0]} minus {method}: " + ("; ".join(cells) or "no shared seed"))
+    if args.tests:
+        _print_tests(found, read_seed_tests(args.tests), shared, counts[-1], ref_methods[0])
     if args.plot is not None:
         _plot(table, shared, counts[-1], source, Path(args.plot), args.prefix)
+
+
+def _print_tests(
+    found: dict[str, dict[int, tuple[str, list[FrozenTrial]]]],
+    tests: dict[str, list[dict[str, Any]]],
+    seeds: list[int],
+    n: int,
+    reference: str,
+) -> None:
+    """Medians and paired differences on the test split of each seed's best of ``n`` trials."""
+    print(f"test split, each seed's best of its first {n} trials:")
+    top1 = {}
+    for method, per_seed in found.items():
+        shared = {s: per_seed[s] for s in seeds if s in per_seed}
+        top1[method], missing = tested_top1(shared, tests, n)
+        have = list(top1[method].values())
+        median = f"{np.median(have):.2f} ({len(have)} of {len(seeds)} seeds)" if have else "-"
+        print(f"{method:16s} test median {median}")
+        for study in missing:
+            print(f"  no test of {study} (benchmarks.pruning --report-only --seed-tests)")
+    ref = {s: np.array([v]) for s, v in top1[reference].items()}
+    for method, values in top1.items():
+        if method == reference:
+            continue
+        d = paired_difference(ref, {s: np.array([v]) for s, v in values.items()}, 1)
+        cell = f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] ({d[3]}/{d[4]})" if d else "no shared seed"
+        print(f"{reference} minus {method}: test {cell}")
 
 
 def _plot(

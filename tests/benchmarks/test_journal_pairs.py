@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -121,3 +122,41 @@ def test_refuses_a_missing_journal_without_creating_it(tmp_path: Path) -> None:
         journal_pairs.main(["--reference", f"{missing}:bocr", "--against", f"{missing}:gp",
                             "--prefix", PREFIX])  # fmt: skip
     assert not missing.exists()
+
+
+def _report(folder: Path, tests: dict[str, tuple[int, float]]) -> None:
+    folder.mkdir(parents=True)
+    seeds = {
+        f"{PREFIX}-{name}": {"trial": trial, "test_top1": top1, "key": f"{trial}|test10000"}
+        for name, (trial, top1) in tests.items()
+    }
+    (folder / "final_net.json").write_text(json.dumps({"seeds": seeds}))
+
+
+def test_tests_pair_the_test_split_of_each_seeds_best_and_name_what_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cpu, gpu = tmp_path / "cpu.log", tmp_path / "gpu.log"
+    _write(cpu, "bocr", {0: [1.0, 3.0, 3.0, 9.0], 1: [2.0, 2.0, 5.0], 2: [1.0, 2.0, 3.0]})
+    _write(gpu, "gp", {0: [1.0, 1.0, 2.0], 1: [0.0, 1.0, 1.0], 2: [4.0, 1.0, 1.0]})
+    # best of the first 3 trials: bocr trials 1 (the first of two 3.0s), 2, 2; gp 2, 1, 0
+    _report(tmp_path / "cpu-t3", {"bocr-seed0": (1, 80.0), "bocr-seed1": (2, 82.0)})
+    _report(
+        tmp_path / "gpu-t3",
+        {"gp-seed0": (2, 79.0), "gp-seed1": (1, 79.5), "gp-seed2": (0, 70.0),
+         "bocr-seed2": (1, 99.0)},  # a test of another trial (another budget): not counted
+    )  # fmt: skip
+    args = ["--reference", f"{cpu}:bocr", "--against", f"{gpu}:gp", "--prefix", PREFIX,
+            "--seeds", "0-2", "--counts", "3", "--target-at", "3"]  # fmt: skip
+    with pytest.raises(SystemExit, match="no final_<task>.json"):
+        journal_pairs.main([*args, "--tests", str(tmp_path / "none")])
+    journal_pairs.main(
+        [*args, "--tests", str(tmp_path / "cpu-t3"), "--tests", str(tmp_path / "gpu-t3")]
+    )
+    out = capsys.readouterr().out
+    assert "test split, each seed's best of its first 3 trials:" in out
+    assert "bocr             test median 81.00 (2 of 3 seeds)" in out
+    assert f"no test of {PREFIX}-bocr-seed2 trial 2" in out
+    assert "gp               test median 79.00 (3 of 3 seeds)" in out
+    # seeds 0 and 1 pair: 80-79 and 82-79.5 -> +1.75, both ahead
+    assert "bocr minus gp: test +1.75" in out and "(2/2)" in out
