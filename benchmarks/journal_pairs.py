@@ -66,9 +66,8 @@ def studies(
     return out
 
 
-def curves(paths: list[str], prefix: str, row: str, seeds: list[int]) -> dict[int, np.ndarray]:
-    """Seed -> best-so-far curve of each seed's study of ``row`` (see :func:`studies`)."""
-    found = studies(paths, prefix, row, seeds)
+def curves(found: dict[int, tuple[str, list[FrozenTrial]]]) -> dict[int, np.ndarray]:
+    """Seed -> best-so-far curve of each seed's study found by :func:`studies`."""
     return {s: best_so_far([t.value for t in ts]) for s, (_, ts) in found.items()}
 
 
@@ -161,10 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         for m in methods:
             source.setdefault(m, []).append(path)
     found = {m: studies(paths, args.prefix, m, seeds) for m, paths in source.items()}
-    table = {
-        m: {s: best_so_far([t.value for t in ts]) for s, (_, ts) in f.items()}
-        for m, f in found.items()
-    }
+    table = {m: curves(f) for m, f in found.items()}
     ref = table[ref_methods[0]]
     shared = [s for s in seeds if s in ref and len(ref[s]) >= counts[-1]]
     if not shared:
@@ -175,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         goal = (
             table[args.target]
             if target_seeds == seeds
-            else curves(source[args.target], args.prefix, args.target, target_seeds)
+            else curves(studies(source[args.target], args.prefix, args.target, target_seeds))
         )
     finals = [c[args.target_at - 1] for c in goal.values() if len(c) >= args.target_at]
     target = float(np.median(finals)) if finals else None
