@@ -41,8 +41,10 @@ SAMPLER_SETTINGS_KEY = "sampler"
 def checkpoint_path(args: argparse.Namespace, task: str) -> Path:
     """The task's checkpoint: the committed one if the repository has it, else the cache."""
     model = TASKS[task]["model"]
-    tag = f"e{args.train_epochs:g}" + (
-        f"-m{args.train_max_images}" if args.train_max_images else ""
+    tag = (
+        f"e{args.train_epochs:g}"
+        + (f"-m{args.train_max_images}" if args.train_max_images else "")
+        + ("-autocast" if getattr(args, "train_autocast", False) else "")
     )
     name = f"{model}-{DATASET}-{tag}.pt"
     committed = COMMITTED_CHECKPOINTS / name
@@ -95,6 +97,7 @@ def ensure_checkpoint(args: argparse.Namespace, task: str) -> Path:
             device=args.device,
             seed=0,
             max_images=args.train_max_images,
+            autocast=getattr(args, "train_autocast", False),
             progress=True,
         )
     finally:

@@ -282,6 +282,12 @@ def main(argv: list[str] | None = None) -> None:
         help="torch threads for training a missing checkpoint (0 = all cores)",
     )
     p.add_argument(
+        "--train-autocast",
+        action="store_true",
+        help="train a missing checkpoint in mixed precision, channels-last (bfloat16 on the "
+        "CPU: about 2x faster); the checkpoint's file name gets an -autocast suffix",
+    )
+    p.add_argument(
         "--train-max-images",
         type=int,
         default=None,
