@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--task", choices=sorted(pruning.TASKS), default="resnet20")
     p.add_argument("--train-epochs", type=float, default=6, help="which checkpoint (epochs)")
     p.add_argument("--train-max-images", type=int, default=None)
+    p.add_argument(
+        "--train-autocast", action="store_true", help="the checkpoint trained in mixed precision"
+    )
     p.add_argument("--val-size", type=int, default=5000)
     p.add_argument("--n-calibration-images", type=int, default=1000)
     p.add_argument(

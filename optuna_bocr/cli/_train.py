@@ -55,6 +55,7 @@ def train_baseline(
         seed=data.seed,
         max_images=train.images,
         augment=train.augment,
+        autocast=train.autocast,
         progress=not data.quiet,
     )
     seconds = time.perf_counter() - t0
@@ -68,6 +69,7 @@ def train_baseline(
         "epochs": train.epochs,
         "train_images_per_epoch": n,
         "augment": train.augment,
+        "autocast": train.autocast,
         "val_top1": val_top1,
         "train_seconds": seconds,
     }

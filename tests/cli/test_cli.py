@@ -281,6 +281,15 @@ def test_train_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(argv + ["--test-size", "300", "--output", str(again)]) == 0
     state, state_again = obj["state_dict"], torch.load(again, weights_only=True)["state_dict"]
     assert all(torch.equal(state[k], state_again[k]) for k in state)
+    assert obj["optuna_bocr"]["autocast"] is False
+
+    # --autocast trains in mixed precision: another network, recorded in the checkpoint.
+    mixed = tmp_path / "ckpt" / "mixed.pt"
+    assert main(argv + ["--autocast", "--test-size", "300", "--output", str(mixed)]) == 0
+    obj_mixed = torch.load(mixed, weights_only=True)
+    assert obj_mixed["optuna_bocr"]["autocast"] is True
+    assert not all(torch.equal(state[k], obj_mixed["state_dict"][k]) for k in state)
+    load_checkpoint(resnet20(in_channels=1), mixed)
 
 
 # -- the real pipeline -------------------------------------------------------------------

@@ -221,3 +221,24 @@ def test_autocast_keeps_float32_range_on_gpu() -> None:
     assert autocast_dtype(cuda) == (torch.bfloat16 if bf16 else torch.float16)
     if bf16:
         assert _large_activations_accuracy(cuda) == 50.0
+
+
+@needs_data
+def test_train_in_mixed_precision_learns_and_returns_the_default_layout(splits) -> None:  # type: ignore[no-untyped-def]
+    """``autocast=True``: bfloat16 on the CPU, channels-last while training, float32 weights
+    and the default memory format afterwards; it learns as float32 does."""
+    model = _small_cnn()
+    train(model, splits.train, epochs=2, max_images=3000, lr=0.05, autocast=True, progress=False)
+    weight = model[0].weight
+    assert weight.dtype == torch.float32
+    assert weight.stride() == torch.empty(weight.shape).stride()  # not channels-last
+    top1, _ = evaluate(model, splits.val, device="cpu")
+    assert top1 > 70.0, top1
+    # Not the float32 run: the steps did run in the lower precision.
+    plain = _small_cnn()
+    train(plain, splits.train, epochs=2, max_images=3000, lr=0.05, progress=False)
+    assert not torch.equal(plain[0].weight, weight)
+    # Deterministic like float32 training.
+    again = _small_cnn()
+    train(again, splits.train, epochs=2, max_images=3000, lr=0.05, autocast=True, progress=False)
+    assert torch.equal(again[0].weight, weight)
