@@ -77,12 +77,28 @@ def read_seed_tests(folders: list[str]) -> dict[str, list[dict[str, Any]]]:
     ``benchmarks.pruning --report-only --seed-tests`` writes them (``"seeds"``: the best
     trial of each study's first ``--n-trials``, tested as it is); one study may have been
     tested at several budgets, one entry per folder.
+
+    Raises:
+        SystemExit: The folders tested on test splits of different sizes (``--test-size``,
+            the part of each entry's key after ``|test``): their top-1 do not pair.
     """
     out: dict[str, list[dict[str, Any]]] = {}
+    sizes: dict[str, set[str]] = {}
     for folder in folders:
         for file in sorted(Path(folder).glob("final_*.json")):
             for name, entry in json.loads(file.read_text()).get("seeds", {}).items():
                 out.setdefault(name, []).append(entry)
+                size = str(entry.get("key", "")).partition("|test")[2] or "None"
+                sizes.setdefault(size, set()).add(folder)
+    if len(sizes) > 1:
+        told = "; ".join(
+            f"{'all' if size == 'None' else size} test images in {', '.join(sorted(where))}"
+            for size, where in sorted(sizes.items())
+        )
+        raise SystemExit(
+            f"journal_pairs: --tests folders tested on different test splits ({told}); "
+            "give folders tested with one --test-size."
+        )
     return out
 
 
@@ -150,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"journal_pairs: {folder}: no final_<task>.json; write the seed tests with "
                 "benchmarks.pruning --report-only --seed-tests --out FOLDER"
             )
+    tests = read_seed_tests(args.tests)  # refuses mixed test splits before any work
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     seeds = parse_seeds(args.seeds)
     counts = [int(c) for c in args.counts.split(",")]
@@ -193,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
                 cells.append(f"@{n} {d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}] ({d[3]}/{d[4]})")
         print(f"{ref_methods[0]} minus {method}: " + ("; ".join(cells) or "no shared seed"))
     if args.tests:
-        _print_tests(found, read_seed_tests(args.tests), shared, counts[-1], ref_methods[0])
+        _print_tests(found, tests, shared, counts[-1], ref_methods[0])
     if args.plot is not None:
         _plot(table, shared, counts[-1], source, Path(args.plot), args.prefix)
 

@@ -124,10 +124,10 @@ def test_refuses_a_missing_journal_without_creating_it(tmp_path: Path) -> None:
     assert not missing.exists()
 
 
-def _report(folder: Path, tests: dict[str, tuple[int, float]]) -> None:
+def _report(folder: Path, tests: dict[str, tuple[int, float]], size: int = 10000) -> None:
     folder.mkdir(parents=True)
     seeds = {
-        f"{PREFIX}-{name}": {"trial": trial, "test_top1": top1, "key": f"{trial}|test10000"}
+        f"{PREFIX}-{name}": {"trial": trial, "test_top1": top1, "key": f"{trial}|test{size}"}
         for name, (trial, top1) in tests.items()
     }
     (folder / "final_net.json").write_text(json.dumps({"seeds": seeds}))
@@ -160,3 +160,8 @@ def test_tests_pair_the_test_split_of_each_seeds_best_and_name_what_is_missing(
     assert "gp               test median 79.00 (3 of 3 seeds)" in out
     # seeds 0 and 1 pair: 80-79 and 82-79.5 -> +1.75, both ahead
     assert "bocr minus gp: test +1.75" in out and "(2/2)" in out
+    # A folder tested on another number of test images does not pair with these.
+    _report(tmp_path / "small", {"gp-seed2": (0, 60.0)}, size=2000)
+    with pytest.raises(SystemExit, match=r"different test splits \(10000 test images in .*cpu-t3"):
+        journal_pairs.main([*args, "--tests", str(tmp_path / "cpu-t3"),
+                            "--tests", str(tmp_path / "small")])  # fmt: skip
