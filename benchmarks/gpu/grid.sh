@@ -2,7 +2,7 @@
 # The pruning benchmark's grid on a bare GPU machine, in one command and a time budget:
 #
 #     bash benchmarks/gpu/grid.sh [--carry DIR] [--budget SECONDS] [--resume JOURNAL[.gz]]
-#         [--cpu-dry-run] WAVE...
+#         [--checkpoint e6|e15-autocast] [--cpu-dry-run] WAVE...
 #
 # WAVE is TASKS/METHODS, e.g. resnet56,mobilenet_v1/bocr-trust,cmaes,gp. Waves run one after
 # the other; within a wave every (task, method, seed) study runs at once, one process and one
@@ -21,12 +21,16 @@
 # --cpu-dry-run: the same steps on this machine's CPU at minimal sizes (1 seed, 3 trials,
 # 500 images), with the installed packages instead of the carried wheels. --resume: an
 # earlier run's journal (its val5000-cuda.tar.gz unpacked, gzipped to travel) to resume.
+# --checkpoint e15-autocast: ResNet-56's 15-epoch checkpoint (92.60% test top-1; the other
+# networks have none of that name), its studies in pruning-val5000-e15-cuda/ and
+# RESULTS/val5000-e15-cuda.tar.gz, never mixed with the 6-epoch networks' journal.
 set -uo pipefail
 
 CARRY=.gpu-carry
 BUDGET=500
 DRY=0
 RESUME=
+CHECKPOINT=e6
 WAVES=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -34,7 +38,8 @@ while [[ $# -gt 0 ]]; do
         --budget) BUDGET=$2; shift 2 ;;
         --cpu-dry-run) DRY=1; shift ;;
         --resume) RESUME=$2; shift 2 ;;
-        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --checkpoint) CHECKPOINT=$2; shift 2 ;;
+        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "grid.sh: unknown option '$1'; see --help" >&2; exit 2 ;;
         */*) WAVES+=("$1"); shift ;;
         *) echo "grid.sh: a wave is TASKS/METHODS, got '$1'; see --help" >&2; exit 2 ;;
@@ -43,6 +48,18 @@ done
 ((${#WAVES[@]})) || { echo "grid.sh: name at least one wave (TASKS/METHODS)" >&2; exit 2; }
 [[ $BUDGET =~ ^[0-9]+$ ]] || { echo "grid.sh: --budget wants whole seconds" >&2; exit 2; }
 [[ -z $RESUME || -f $RESUME ]] || { echo "grid.sh: --resume $RESUME: no such file" >&2; exit 2; }
+case $CHECKPOINT in
+    e6) TRAIN=(--train-epochs 6); NAME=pruning-val5000-cuda ;;
+    e15-autocast) TRAIN=(--train-epochs 15 --train-autocast); NAME=pruning-val5000-e15-cuda ;;
+    *) echo "grid.sh: --checkpoint is e6 or e15-autocast, got '$CHECKPOINT'" >&2; exit 2 ;;
+esac
+if [[ $CHECKPOINT != e6 ]]; then
+    for wave in "${WAVES[@]}"; do
+        [[ ${wave%%/*} == resnet56 ]] || {
+            echo "grid.sh: --checkpoint $CHECKPOINT is ResNet-56's only; wave '$wave' names" \
+                "other tasks" >&2; exit 2; }
+    done
+fi
 [[ -f setup.cfg && -d optuna_bocr ]] || {
     echo "grid.sh: run it from the repository root (no setup.cfg/optuna_bocr here)" >&2; exit 2; }
 [[ -d $CARRY/data ]] || {
@@ -54,7 +71,7 @@ mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
 CARRY=$(cd "$CARRY" && pwd)
 WORK=$(mktemp -d)
-STORE=$WORK/pruning-val5000-cuda
+STORE=$WORK/$NAME
 mkdir -p "$STORE"
 if [[ -n $RESUME ]]; then  # an earlier run's journal (plain or .gz): its studies resume
     if [[ $RESUME == *.gz ]]; then gunzip -c "$RESUME" > "$STORE/studies.log"
@@ -106,14 +123,14 @@ for i in "${!WAVES[@]}"; do
     # short resumes with the same command.
     OMP_NUM_THREADS=1 timeout -s INT -k 30 "$limit" python3 -m benchmarks.pruning \
         --tasks "$tasks" --methods "$methods" "${SIZES[@]}" --budget-rule scale \
-        --train-epochs 6 --device "$DEVICE" --data-root "$CARRY/data" \
+        "${TRAIN[@]}" --device "$DEVICE" --data-root "$CARRY/data" \
         --storage "$STORE/studies.log" --out "$WORK/report" --jobs "$jobs" --threads 1 \
         --skip-final --log-every 20 > "$log" 2>&1
     wrc=$?
     echo "wave $((i + 1)): rc=$wrc in $(($(date +%s) - t0))s" >> "$SETUP"
     ((wrc != 0)) && rc=$wrc
 done
-tar -C "$WORK" --exclude='*.lock' -czf "$RESULTS/val5000-cuda.tar.gz" pruning-val5000-cuda
+tar -C "$WORK" --exclude='*.lock' -czf "$RESULTS/${NAME#pruning-}.tar.gz" "$NAME"
 echo "total $(($(date +%s) - START))s of the ${BUDGET}s budget" >> "$SETUP"
 cat "$SETUP"
 rm -rf "$WORK"

@@ -69,6 +69,8 @@ def test_grid_refuses_bad_waves_and_a_missing_carry(tmp_path: Path) -> None:
         (("--budget", "9m", "resnet20/random"), "--budget wants whole seconds"),
         (("--carry", str(tmp_path / "absent"), "resnet20/random"), "prepare.sh first"),
         (("--resume", str(tmp_path / "absent.log.gz"), "resnet20/random"), "no such file"),
+        (("--checkpoint", "e15", "resnet56/random"), "--checkpoint is e6 or e15-autocast"),
+        (("--checkpoint", "e15-autocast", "resnet56,resnet20/gp"), "is ResNet-56's only"),
     ):
         done = subprocess.run(
             ["bash", str(SCRIPTS / "grid.sh"), *args],
