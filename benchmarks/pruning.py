@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
         "--train-autocast",
         action="store_true",
         help="train a missing checkpoint in mixed precision, channels-last (bfloat16 on the "
-        "CPU: about 2x faster); the checkpoint's file name gets an -autocast suffix",
+        "CPU: 2.6x faster on one with bfloat16 units); the checkpoint's file name gets an "
+        "-autocast suffix",
     )
     p.add_argument(
         "--train-max-images",

@@ -89,7 +89,7 @@ def train(
             in the dtype of :func:`autocast_dtype` (bfloat16; float16 with loss scaling on
             a GPU without bfloat16), the weights and the optimiser stay in float32, and
             images and weights are laid out channels-last. On a CPU with bfloat16 matrix
-            units a ResNet-56 step of 128 images runs 2.3x faster (0.23 s against 0.52 s on
+            units a ResNet-56 step of 128 images runs 2.6x faster (0.31 s against 0.80 s on
             2 cores). The model is returned in the default memory format.
         progress:
             Show a tqdm progress bar.
