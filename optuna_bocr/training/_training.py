@@ -124,8 +124,8 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     dtype = autocast_dtype(dev)
     scaler = torch.amp.GradScaler(dev.type, enabled=autocast and dtype == torch.float16)
-    layout = torch.channels_last if autocast else torch.contiguous_format
-    model.to(memory_format=layout)
+    if autocast:
+        model.to(memory_format=torch.channels_last)
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:
@@ -161,8 +161,8 @@ def train(
             x, y = next(it)
             if augment:
                 x = _random_crop_flip(x, gen)
-            if x.dim() == 4:
-                x = x.contiguous(memory_format=layout)
+            if autocast and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=dtype, enabled=autocast):
                 out = model(x)
                 loss = F.cross_entropy(out, y)
@@ -182,7 +182,8 @@ def train(
             bar.set_postfix(loss=f"{running:.3f}", acc=f"{100.0 * correct / seen:.1f}%")
     finally:
         bar.close()
-        model.to(memory_format=torch.contiguous_format)
+        if autocast:
+            model.to(memory_format=torch.contiguous_format)
     _logger.info(
         f"Trained {total_steps} steps: final loss {running:.4f}, "
         f"running train accuracy {100.0 * correct / max(seen, 1):.2f}%."
