@@ -2,25 +2,26 @@
 # The pruning benchmark's grid on a bare GPU machine, in one command and a time budget:
 #
 #     bash benchmarks/gpu/grid.sh [--carry DIR] [--budget SECONDS] [--resume JOURNAL[.gz]]
-#         [--checkpoint e6|e15-autocast] [--cpu-dry-run] WAVE...
+#         [--checkpoint e6|e15-autocast] [--seeds N|A-B|A,B,...] [--cpu-dry-run] WAVE...
 #
 # WAVE is TASKS/METHODS, e.g. resnet56,mobilenet_v1/bocr-trust,cmaes,gp. Waves run one after
 # the other; within a wave every (task, method, seed) study runs at once, one process and one
-# CPU thread each, all sharing the GPU. Every study: seeds 0-4, 200 trials, 5000 validation
-# and 3000 calibration images, the product's budget rule (`--budget-rule scale`), the
-# committed checkpoints (`--train-epochs 6`), float32 on CUDA: the targets' scale. All raw
-# trials go to one JournalStorage file, pruning-val5000-cuda/studies.log, packed into
-# RESULTS/val5000-cuda.tar.gz at the end, also when the budget cuts a wave short (the
-# journal resumes: run the same command again, here or on the GPU). RESULTS is $OUT when
-# set, else ./gpu-results; it also receives setup.log and one log per wave.
+# CPU thread each, all sharing the GPU. Every study: seeds 0-4 (--seeds: N for 0..N-1, A-B,
+# or a list A,B,...), 200 trials, 5000 validation and 3000 calibration images, the product's
+# budget rule (`--budget-rule scale`), the committed checkpoints (`--train-epochs 6`),
+# float32 on CUDA: the targets' scale. All raw trials go to one JournalStorage file,
+# pruning-val5000-cuda/studies.log, packed into RESULTS/val5000-cuda.tar.gz at the end, also
+# when the budget cuts a wave short (the journal resumes: run the same command again, here or
+# on the GPU). RESULTS is $OUT when set, else ./gpu-results; it also receives setup.log and
+# one log per wave.
 #
 # Needs the folder made by benchmarks/gpu/prepare.sh (default .gpu-carry: wheels and the
 # Fashion-MNIST files), carried with the device run. benchmarks/results/ is too large to
 # travel; leave it out of the index for the call (see benchmarks/gpu/prepare.sh).
 #
-# --cpu-dry-run: the same steps on this machine's CPU at minimal sizes (1 seed, 3 trials,
-# 500 images), with the installed packages instead of the carried wheels. --resume: an
-# earlier run's journal (its val5000-cuda.tar.gz unpacked, gzipped to travel) to resume.
+# --cpu-dry-run: the same steps on this machine's CPU at minimal sizes (seed 0 unless --seeds,
+# 3 trials, 500 images), with the installed packages instead of the carried wheels. --resume:
+# an earlier run's journal (its val5000-cuda.tar.gz unpacked, gzipped to travel) to resume.
 # --checkpoint e15-autocast: ResNet-56's 15-epoch checkpoint (92.60% test top-1; the other
 # networks have none of that name), its studies in pruning-val5000-e15-cuda/ and
 # RESULTS/val5000-e15-cuda.tar.gz, never mixed with the 6-epoch networks' journal.
@@ -31,6 +32,7 @@ BUDGET=500
 DRY=0
 RESUME=
 CHECKPOINT=e6
+SEEDS=
 WAVES=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -39,7 +41,8 @@ while [[ $# -gt 0 ]]; do
         --cpu-dry-run) DRY=1; shift ;;
         --resume) RESUME=$2; shift 2 ;;
         --checkpoint) CHECKPOINT=$2; shift 2 ;;
-        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --seeds) SEEDS=$2; shift 2 ;;
+        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "grid.sh: unknown option '$1'; see --help" >&2; exit 2 ;;
         */*) WAVES+=("$1"); shift ;;
         *) echo "grid.sh: a wave is TASKS/METHODS, got '$1'; see --help" >&2; exit 2 ;;
@@ -47,6 +50,15 @@ while [[ $# -gt 0 ]]; do
 done
 ((${#WAVES[@]})) || { echo "grid.sh: name at least one wave (TASKS/METHODS)" >&2; exit 2; }
 [[ $BUDGET =~ ^[0-9]+$ ]] || { echo "grid.sh: --budget wants whole seconds" >&2; exit 2; }
+if [[ $SEEDS =~ ^[0-9]+$ ]]; then NSEEDS=$SEEDS; ((NSEEDS > 0)) || SEEDS=bad
+elif [[ $SEEDS =~ ^([0-9]+)-([0-9]+)$ ]]; then
+    NSEEDS=$((10#${BASH_REMATCH[2]} - 10#${BASH_REMATCH[1]} + 1)); ((NSEEDS > 0)) || SEEDS=bad
+elif [[ $SEEDS =~ ^[0-9]+(,[0-9]+)+$ ]]; then NSEEDS=$(tr ',' '\n' <<< "$SEEDS" | grep -c .)
+elif [[ -n $SEEDS ]]; then SEEDS=bad
+fi
+[[ $SEEDS != bad ]] || {
+    echo "grid.sh: --seeds wants N (seeds 0..N-1), A-B with A <= B, or A,B,...; see --help" >&2
+    exit 2; }
 [[ -z $RESUME || -f $RESUME ]] || { echo "grid.sh: --resume $RESUME: no such file" >&2; exit 2; }
 case $CHECKPOINT in
     e6) TRAIN=(--train-epochs 6); NAME=pruning-val5000-cuda ;;
@@ -83,12 +95,12 @@ left() { echo $((BUDGET - ($(date +%s) - START))); }
 
 if ((DRY)); then
     DEVICE=cpu
-    SIZES=(--seeds 1 --n-trials 3 --val-size 500 --n-calibration-images 500)
-    NSEEDS=1
+    [[ -n $SEEDS ]] || { SEEDS=1; NSEEDS=1; }
+    SIZES=(--seeds "$SEEDS" --n-trials 3 --val-size 500 --n-calibration-images 500)
 else
     DEVICE=cuda
-    SIZES=(--seeds 5 --n-trials 200 --val-size 5000 --n-calibration-images 3000)
-    NSEEDS=5
+    [[ -n $SEEDS ]] || { SEEDS=5; NSEEDS=5; }
+    SIZES=(--seeds "$SEEDS" --n-trials 200 --val-size 5000 --n-calibration-images 3000)
     [[ -d $CARRY/wheels ]] || { echo "grid.sh: $CARRY/wheels missing" >&2; exit 2; }
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site "$CARRY"/wheels/*.whl >> "$SETUP" 2>&1 \

@@ -71,6 +71,9 @@ def test_grid_refuses_bad_waves_and_a_missing_carry(tmp_path: Path) -> None:
         (("--resume", str(tmp_path / "absent.log.gz"), "resnet20/random"), "no such file"),
         (("--checkpoint", "e15", "resnet56/random"), "--checkpoint is e6 or e15-autocast"),
         (("--checkpoint", "e15-autocast", "resnet56,resnet20/gp"), "is ResNet-56's only"),
+        (("--seeds", "5-9x", "resnet20/random"), "--seeds wants N"),
+        (("--seeds", "9-5", "resnet20/random"), "A-B with A <= B"),
+        (("--seeds", "0", "resnet20/random"), "--seeds wants N"),
     ):
         done = subprocess.run(
             ["bash", str(SCRIPTS / "grid.sh"), *args],
@@ -93,7 +96,8 @@ def test_grid_refuses_bad_waves_and_a_missing_carry(tmp_path: Path) -> None:
 )
 def test_grid_dry_run_packs_a_journal_that_resumes(tmp_path: Path) -> None:
     """The CPU dry run of the GPU grid: a real 3-trial study on the committed ResNet-20, its
-    journal packed; run again from that journal, the finished study is skipped."""
+    journal packed; run again from that journal with seeds 0-1, the finished study is skipped
+    and seed 1's study runs."""
     carry = tmp_path / "carry"
     (carry / "data").mkdir(parents=True)
     for f in DEBIAN_FASHION_MNIST.glob("*.gz"):
@@ -124,9 +128,23 @@ def test_grid_dry_run_packs_a_journal_that_resumes(tmp_path: Path) -> None:
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
     assert all(0.0 < t.value <= 100.0 for t in trials)
 
-    second = grid(tmp_path / "second", "--resume", str(journal), "resnet20/random")
+    second = grid(
+        tmp_path / "second", "--resume", str(journal), "--seeds", "0-1", "resnet20/random"
+    )
     assert second.returncode == 0, second.stdout + second.stderr
     assert (
         "[skip] pruning-resnet20-flops0.5-val500-scale-random-seed0: 3 complete trials"
         in (tmp_path / "second" / "wave1.log").read_text()
     )
+    assert "wave 1 (resnet20/random): 2 studies at once" in second.stdout
+    with tarfile.open(tmp_path / "second" / "val5000-cuda.tar.gz") as tar:
+        tar.extractall(tmp_path / "again", filter="data")
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(
+            str(tmp_path / "again" / "pruning-val5000-cuda" / "studies.log")
+        )
+    )
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    assert [n[-6:] for n in names] == ["-seed0", "-seed1"]
+    seed1 = optuna.load_study(study_name=names[1], storage=storage)
+    assert [t.state for t in seed1.trials] == [optuna.trial.TrialState.COMPLETE] * 3
