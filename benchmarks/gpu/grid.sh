@@ -50,13 +50,13 @@ while [[ $# -gt 0 ]]; do
 done
 ((${#WAVES[@]})) || { echo "grid.sh: name at least one wave (TASKS/METHODS)" >&2; exit 2; }
 [[ $BUDGET =~ ^[0-9]+$ ]] || { echo "grid.sh: --budget wants whole seconds" >&2; exit 2; }
-if [[ $SEEDS =~ ^[0-9]+$ ]]; then NSEEDS=$SEEDS; ((NSEEDS > 0)) || SEEDS=bad
+NSEEDS=0  # how many studies per (task, method): the seeds --seeds names
+if [[ $SEEDS =~ ^[0-9]+$ ]]; then NSEEDS=$((10#$SEEDS))
 elif [[ $SEEDS =~ ^([0-9]+)-([0-9]+)$ ]]; then
-    NSEEDS=$((10#${BASH_REMATCH[2]} - 10#${BASH_REMATCH[1]} + 1)); ((NSEEDS > 0)) || SEEDS=bad
-elif [[ $SEEDS =~ ^[0-9]+(,[0-9]+)+$ ]]; then NSEEDS=$(tr ',' '\n' <<< "$SEEDS" | grep -c .)
-elif [[ -n $SEEDS ]]; then SEEDS=bad
+    NSEEDS=$((10#${BASH_REMATCH[2]} - 10#${BASH_REMATCH[1]} + 1))
+elif [[ $SEEDS =~ ^[0-9]+(,[0-9]+)+$ ]]; then IFS=, read -ra listed <<< "$SEEDS"; NSEEDS=${#listed[@]}
 fi
-[[ $SEEDS != bad ]] || {
+[[ -z $SEEDS ]] || ((NSEEDS > 0)) || {
     echo "grid.sh: --seeds wants N (seeds 0..N-1), A-B with A <= B, or A,B,...; see --help" >&2
     exit 2; }
 [[ -z $RESUME || -f $RESUME ]] || { echo "grid.sh: --resume $RESUME: no such file" >&2; exit 2; }
