@@ -15,6 +15,7 @@ import json
 import math
 import os
 from pathlib import Path
+import re
 import time
 from typing import Any
 
@@ -131,14 +132,28 @@ def parse_list(
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"5"`` -> seeds 0..4; ``"0,3,7"`` -> those seeds; ``"2-4"`` -> 2, 3, 4."""
+    """``"5"`` -> seeds 0..4; ``"0,3,7"`` -> those seeds; ``"2-4"`` -> 2, 3, 4.
+
+    Raises:
+        SystemExit: With one line, for any other text, for no seed (``"0"``, ``"4-2"``), and
+            for a list that names a seed twice (it would run, or count, one study twice).
+    """
     text = text.strip()
-    if "," in text:
-        return [int(x) for x in text.split(",") if x.strip()]
-    if "-" in text:
-        lo, hi = (int(x) for x in text.split("-"))
-        return list(range(lo, hi + 1))
-    return list(range(int(text)))
+    seeds: list[int] = []
+    if re.fullmatch(r"\d+", text):
+        seeds = list(range(int(text)))
+    elif match := re.fullmatch(r"(\d+)-(\d+)", text):
+        seeds = list(range(int(match[1]), int(match[2]) + 1))
+    elif re.fullmatch(r"\d+(\s*,\s*\d+)*\s*,?", text):
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        if twice:
+            raise SystemExit(f"--seeds {text!r} names seed(s) {twice} twice; name each once")
+    if not seeds:
+        raise SystemExit(
+            f"--seeds {text!r}: give N >= 1 (seeds 0..N-1), A-B with A <= B, or A,B,..."
+        )
+    return seeds
 
 
 def journal_rows(spec: str, tool: str) -> tuple[str, list[str]]:

@@ -55,6 +55,9 @@ if [[ $SEEDS =~ ^[0-9]+$ ]]; then NSEEDS=$((10#$SEEDS))
 elif [[ $SEEDS =~ ^([0-9]+)-([0-9]+)$ ]]; then
     NSEEDS=$((10#${BASH_REMATCH[2]} - 10#${BASH_REMATCH[1]} + 1))
 elif [[ $SEEDS =~ ^[0-9]+(,[0-9]+)+$ ]]; then IFS=, read -ra listed <<< "$SEEDS"; NSEEDS=${#listed[@]}
+    twice=$(for s in "${listed[@]}"; do echo $((10#$s)); done | sort -n | uniq -d | paste -sd,)
+    [[ -z $twice ]] || {
+        echo "grid.sh: --seeds $SEEDS names seed(s) $twice twice; name each once" >&2; exit 2; }
 fi
 [[ -z $SEEDS ]] || ((NSEEDS > 0)) || {
     echo "grid.sh: --seeds wants N (seeds 0..N-1), A-B with A <= B, or A,B,...; see --help" >&2

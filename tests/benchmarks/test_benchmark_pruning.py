@@ -158,6 +158,36 @@ def test_pruning_benchmark_runs_reports_and_resumes(
     assert len(optuna.load_study(study_name=name, storage=storage).trials) == n_before
 
 
+@pytest.mark.parametrize(
+    ("text", "seeds"),
+    [("3", [0, 1, 2]), ("5-7", [5, 6, 7]), ("0,3,7", [0, 3, 7]), ("08", list(range(8)))],
+)
+def test_seeds_are_a_count_a_span_or_a_list(text: str, seeds: list[int]) -> None:
+    from benchmarks._common import parse_seeds
+
+    assert parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0", "give N >= 1"),
+        ("4-2", "give N >= 1"),
+        ("x", "give N >= 1"),
+        ("1,,2", "give N"),
+        ("1,2,1", r"names seed\(s\) \[1\] twice"),
+    ],
+)
+def test_bad_seeds_are_refused_before_any_work(
+    pruning_script: ModuleType, tmp_path: Path, text: str, message: str
+) -> None:
+    argv = _argv(tmp_path, 1)
+    argv[argv.index("--seeds") + 1] = text
+    with pytest.raises(SystemExit, match=message):
+        pruning_script.main(argv)
+    assert not any(tmp_path.iterdir())  # no storage, checkpoint or report written
+
+
 def test_paired_difference_by_seed() -> None:
     from benchmarks._common import paired_difference
 

@@ -80,7 +80,7 @@ def test_window_rank_reads_the_actual_ratios(tmp_path: Path) -> None:
         (["--rows", "/nonexistent/studies.log:bocr"], "no such journal file"),
         (["--rows", "{log}:bocr", "--windows", "10:5"], "a window is START:STOP"),
         (["--rows", "{log}:absent"], "no study"),
-        (["--rows", "{log}:bocr", "--seeds", "0"], "names no seed"),
+        (["--rows", "{log}:bocr", "--seeds", "0"], "give N >= 1"),
     ],
 )
 def test_bad_input_is_refused_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:

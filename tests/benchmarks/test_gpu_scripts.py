@@ -74,6 +74,7 @@ def test_grid_refuses_bad_waves_and_a_missing_carry(tmp_path: Path) -> None:
         (("--seeds", "5-9x", "resnet20/random"), "--seeds wants N"),
         (("--seeds", "9-5", "resnet20/random"), "A-B with A <= B"),
         (("--seeds", "0", "resnet20/random"), "--seeds wants N"),
+        (("--seeds", "4,1,04", "resnet20/random"), "names seed(s) 4 twice"),
     ):
         done = subprocess.run(
             ["bash", str(SCRIPTS / "grid.sh"), *args],
