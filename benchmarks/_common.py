@@ -131,12 +131,13 @@ def parse_list(
     return items
 
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
     """``"5"`` -> seeds 0..4; ``"0,3,7"`` -> those seeds; ``"2-4"`` -> 2, 3, 4.
 
     Raises:
         SystemExit: With one line, for any other text, for no seed (``"0"``, ``"4-2"``), and
-            for a list that names a seed twice (it would run, or count, one study twice).
+            for a list that names a seed twice (it would run, or count, one study twice);
+            the line names the option as ``flag``.
     """
     text = text.strip()
     seeds: list[int] = []
@@ -148,10 +149,10 @@ def parse_seeds(text: str) -> list[int]:
         seeds = [int(x) for x in text.split(",") if x.strip()]
         twice = sorted({s for s in seeds if seeds.count(s) > 1})
         if twice:
-            raise SystemExit(f"--seeds {text!r} names seed(s) {twice} twice; name each once")
+            raise SystemExit(f"{flag} {text!r} names seed(s) {twice} twice; name each once")
     if not seeds:
         raise SystemExit(
-            f"--seeds {text!r}: give N >= 1 (seeds 0..N-1), A-B with A <= B, or A,B,..."
+            f"{flag} {text!r}: give N >= 1 (seeds 0..N-1), A-B with A <= B, or A,B,..."
         )
     return seeds
 

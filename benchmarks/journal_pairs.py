@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     tests = read_seed_tests(args.tests)  # refuses mixed test splits before any work
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     seeds = parse_seeds(args.seeds)
+    target_seeds = parse_seeds(args.target_seeds, "--target-seeds") if args.target_seeds else seeds
     counts = [int(c) for c in args.counts.split(",")]
     ref_path, ref_methods = journal_rows(args.reference, "journal_pairs")
     source = {ref_methods[0]: [ref_path]}  # row -> its journals, first first
@@ -184,7 +185,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"journal_pairs: no seed of {ref_methods[0]} has {counts[-1]} trials")
     goal = {}
     if args.target in source:
-        target_seeds = parse_seeds(args.target_seeds or args.seeds)
         goal = (
             table[args.target]
             if target_seeds == seeds

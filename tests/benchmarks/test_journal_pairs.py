@@ -116,6 +116,13 @@ def test_up_to_ten_methods_of_one_figure_never_share_a_colour() -> None:
     assert colour_order(["zz-new", "gp", "aa-new"]) == ["gp", "aa-new", "zz-new"]
 
 
+def test_refuses_target_seeds_named_twice_before_reading_a_journal(tmp_path: Path) -> None:
+    missing = tmp_path / "none.log"
+    with pytest.raises(SystemExit, match=r"--target-seeds '0,1,0' names seed\(s\) \[0\] twice"):
+        journal_pairs.main(["--reference", f"{missing}:bocr", "--against", f"{missing}:gp",
+                            "--prefix", PREFIX, "--target-seeds", "0,1,0"])  # fmt: skip
+
+
 def test_refuses_a_missing_journal_without_creating_it(tmp_path: Path) -> None:
     missing = tmp_path / "none.log"
     with pytest.raises(SystemExit, match="no such journal file"):
