@@ -132,7 +132,7 @@ def parse_list(
 
 
 def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
-    """``"5"`` -> seeds 0..4; ``"0,3,7"`` -> those seeds; ``"2-4"`` -> 2, 3, 4.
+    """``"5"`` -> seeds 0..4; ``"0,3,7"`` -> those seeds; ``"2-4"`` -> 2, 3, 4; ``"4,"`` -> 4.
 
     Raises:
         SystemExit: With one line, for any other text, for no seed (``"0"``, ``"4-2"``), and

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reference", required=True, help="JOURNAL:METHOD")
     p.add_argument("--against", required=True, action="append", help="JOURNAL:M1,M2 (repeat)")
     p.add_argument("--prefix", required=True, help="study names: <prefix>-<method>-seed<s>")
-    p.add_argument("--seeds", default="0-4", help="N, 'a-b' or 'a,b,c'")
+    p.add_argument("--seeds", default="0-4", help="N, 'a-b', 'a,b,c' or 'a,' (seed a alone)")
     p.add_argument("--counts", default="25,50,100", help="trial counts to compare at")
     p.add_argument("--target", default="gp", help="method whose final median is the target")
     p.add_argument("--target-at", type=int, default=200, help="trial of the target's median")

@@ -227,7 +227,9 @@ def main(argv: list[str] | None = None) -> None:
         + ", ".join(_methods.EXTRA_METHODS)
         + ")",
     )
-    p.add_argument("--seeds", default="3", help="N (seeds 0..N-1), 'a-b' or 'a,b,c'")
+    p.add_argument(
+        "--seeds", default="3", help="N (seeds 0..N-1), 'a-b', 'a,b,c' or 'a,' (seed a alone)"
+    )
     p.add_argument("--n-trials", type=int, default=200, help="complete trials per study")
     p.add_argument("--flops-ratio", type=float, default=0.5, help="FLOPs budget")
     p.add_argument(

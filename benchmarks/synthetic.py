@@ -273,7 +273,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", default="all", help="comma-separated tasks (default all)")
     parser.add_argument("--methods", default="all", help="comma-separated methods (default all)")
     parser.add_argument(
-        "--seeds", default="5", help="N (seeds 0..N-1), 'a-b' or 'a,b,c' (default 5)"
+        "--seeds",
+        default="5",
+        help="N (seeds 0..N-1), 'a-b', 'a,b,c' or 'a,' (seed a alone; default 5)",
     )
     parser.add_argument("--n-trials", type=int, default=150, help="trials per run (150)")
     parser.add_argument(

@@ -160,7 +160,13 @@ def test_pruning_benchmark_runs_reports_and_resumes(
 
 @pytest.mark.parametrize(
     ("text", "seeds"),
-    [("3", [0, 1, 2]), ("5-7", [5, 6, 7]), ("0,3,7", [0, 3, 7]), ("08", list(range(8)))],
+    [
+        ("3", [0, 1, 2]),
+        ("5-7", [5, 6, 7]),
+        ("0,3,7", [0, 3, 7]),
+        ("08", list(range(8))),
+        ("4,", [4]),
+    ],
 )
 def test_seeds_are_a_count_a_span_or_a_list(text: str, seeds: list[int]) -> None:
     from benchmarks._common import parse_seeds

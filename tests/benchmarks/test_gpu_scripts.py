@@ -75,6 +75,9 @@ def test_grid_refuses_bad_waves_and_a_missing_carry(tmp_path: Path) -> None:
         (("--seeds", "9-5", "resnet20/random"), "A-B with A <= B"),
         (("--seeds", "0", "resnet20/random"), "--seeds wants N"),
         (("--seeds", "4,1,04", "resnet20/random"), "names seed(s) 4 twice"),
+        (("--seeds", "4,4,", "resnet20/random"), "names seed(s) 4 twice"),
+        # "4," (seed 4 alone) is a good list: the run goes on to the missing carry.
+        (("--seeds", "4,", "--carry", str(tmp_path / "absent"), "resnet20/random"), "prepare.sh"),
     ):
         done = subprocess.run(
             ["bash", str(SCRIPTS / "grid.sh"), *args],
