@@ -7,13 +7,13 @@
 # WAVE is TASKS/METHODS, e.g. resnet56,mobilenet_v1/bocr-trust,cmaes,gp. Waves run one after
 # the other; within a wave every (task, method, seed) study runs at once, one process and one
 # CPU thread each, all sharing the GPU. Every study: seeds 0-4 (--seeds: N for 0..N-1, A-B,
-# or a list A,B,...; A, is seed A alone), 200 trials, 5000 validation and 3000 calibration images, the product's
-# budget rule (`--budget-rule scale`), the committed checkpoints (`--train-epochs 6`),
-# float32 on CUDA: the targets' scale. All raw trials go to one JournalStorage file,
-# pruning-val5000-cuda/studies.log, packed into RESULTS/val5000-cuda.tar.gz at the end, also
-# when the budget cuts a wave short (the journal resumes: run the same command again, here or
-# on the GPU). RESULTS is $OUT when set, else ./gpu-results; it also receives setup.log and
-# one log per wave.
+# or a list A,B,...; A, is seed A alone), 200 trials, 5000 validation and 3000 calibration
+# images, the product's budget rule (`--budget-rule scale`), the committed checkpoints
+# (`--train-epochs 6`), float32 on CUDA: the targets' scale. All raw trials go to one
+# JournalStorage file, pruning-val5000-cuda/studies.log, packed into
+# RESULTS/val5000-cuda.tar.gz at the end, also when the budget cuts a wave short (the journal
+# resumes: run the same command again, here or on the GPU). RESULTS is $OUT when set, else
+# ./gpu-results; it also receives setup.log and one log per wave.
 #
 # Needs the folder made by benchmarks/gpu/prepare.sh (default .gpu-carry: wheels and the
 # Fashion-MNIST files), carried with the device run. benchmarks/results/ is too large to
@@ -54,7 +54,8 @@ NSEEDS=0  # how many studies per (task, method): the seeds --seeds names
 if [[ $SEEDS =~ ^[0-9]+$ ]]; then NSEEDS=$((10#$SEEDS))
 elif [[ $SEEDS =~ ^([0-9]+)-([0-9]+)$ ]]; then
     NSEEDS=$((10#${BASH_REMATCH[2]} - 10#${BASH_REMATCH[1]} + 1))
-elif [[ $SEEDS =~ ^[0-9]+(,[0-9]+)*,?$ ]]; then IFS=, read -ra listed <<< "$SEEDS"; NSEEDS=${#listed[@]}
+elif [[ $SEEDS =~ ^[0-9]+(,[0-9]+)*,?$ ]]; then
+    IFS=, read -ra listed <<< "$SEEDS"; NSEEDS=${#listed[@]}
     twice=$(for s in "${listed[@]}"; do echo $((10#$s)); done | sort -n | uniq -d | paste -sd,)
     [[ -z $twice ]] || {
         echo "grid.sh: --seeds $SEEDS names seed(s) $twice twice; name each once" >&2; exit 2; }
