@@ -250,8 +250,27 @@ def _plot(
     path: Path,
     title: str,
 ) -> None:
-    """Median and quartiles of the first ``n`` trials over the seeds each method has."""
-    drawn = {m: np.stack(runs) for m, c in table.items() if (runs := _reaching(c, seeds, n))}
+    """Median and quartiles of the first ``n`` trials over the seeds each method has.
+
+    A method none of whose seeds reaches ``n`` trials (one that ran to a smaller budget) is
+    drawn over all its seeds to the trial they all reach, so a longer run can be shown beside
+    the shorter ones it is compared with.
+    """
+    drawn: dict[str, np.ndarray] = {}
+    for m, c in table.items():
+        runs = _reaching(c, seeds, n)
+        if not runs:
+            have = [c[s] for s in seeds if s in c]
+            runs = _reaching(c, seeds, min((len(r) for r in have), default=0))
+        if runs and len(runs[0]):
+            drawn[m] = np.stack(runs)
+    print(
+        "plot: "
+        + ", ".join(
+            f"{m} to trial {a.shape[1]} ({a.shape[0]} seed{'' if a.shape[0] == 1 else 's'})"
+            for m, a in drawn.items()
+        )
+    )
     labels = {
         m: f"{_label(m)}, {' + '.join(dict.fromkeys(Path(p).parent.name for p in source[m]))}"
         for m in drawn

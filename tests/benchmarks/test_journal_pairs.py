@@ -106,6 +106,27 @@ def test_plot_draws_the_curves_and_refuses_other_files_first(tmp_path: Path) -> 
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_draws_a_shorter_run_to_the_trial_all_its_seeds_reach(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cpu = tmp_path / "cpu.log"
+    _write(cpu, "bocr-paper", {0: [1.0, 2.0, 3.0, 4.0], 1: [2.0, 2.0, 2.0, 5.0]})
+    _write(cpu, "bocr", {0: [1.0, 3.0, 3.0], 1: [2.0, 2.0]})  # ran to fewer trials
+    _write(cpu, "gp", {0: [1.0, 1.0, 2.0, 2.0], 1: [0.0]})  # seed 0 alone reaches 4
+    png = tmp_path / "curves.png"
+    journal_pairs.main(
+        [
+            "--reference", f"{cpu}:bocr-paper", "--against", f"{cpu}:bocr,gp", "--prefix",
+            PREFIX, "--seeds", "0-1", "--counts", "2,4", "--target-at", "4", "--plot", str(png),
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    # bocr has no seed at 4 trials: both its seeds to trial 2; gp keeps its seed that has 4
+    drawn = "bocr-paper to trial 4 (2 seeds), bocr to trial 2 (2 seeds), gp to trial 4 (1 seed)"
+    assert f"plot: {drawn}" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_up_to_ten_methods_of_one_figure_never_share_a_colour() -> None:
     # 'gp' and 'bocr-paper' are 30 places apart in KNOWN_METHODS, one tab10 colour if
     # indexed there; indexed among the figure's methods, each of these seven has its own
